@@ -1,0 +1,70 @@
+"""aioring: an asyncio event loop for Linux whose I/O runs on io_uring.
+
+    import aioring
+    aioring.run(main())
+
+or, with the standard library:
+
+    asyncio.run(main(), loop_factory=aioring.new_event_loop)
+"""
+import asyncio as __asyncio
+import sys as _sys
+
+from aioring._ring.ring import IoUringUnavailable
+from aioring.loop import Loop
+
+__version__ = "0.1.0.dev0"
+__all__ = ("Loop", "new_event_loop", "run", "IoUringUnavailable")
+
+
+def new_event_loop() -> Loop:
+    """Return a new aioring event loop.
+
+    Raises IoUringUnavailable (an OSError) when io_uring cannot be used in
+    this process; its message names the cause and the fix."""
+    return Loop()
+
+
+def run(main, *, loop_factory=new_event_loop, debug=None, **run_kwargs):
+    """Run a coroutine on an aioring loop, like asyncio.run() (and with the
+    signature of uvloop.run())."""
+
+    async def wrapper():
+        loop = __asyncio.get_running_loop()
+        if not isinstance(loop, Loop):
+            raise TypeError('aioring.run() uses a non-aioring event loop')
+        return await main
+
+    if _sys.version_info >= (3, 12):
+        return __asyncio.run(wrapper(), loop_factory=loop_factory, debug=debug,
+                             **run_kwargs)
+    # 3.11: asyncio.run() has no loop_factory; its Runner does.
+    if __asyncio._get_running_loop() is not None:
+        raise RuntimeError(
+            "asyncio.run() cannot be called from a running event loop")
+    with __asyncio.Runner(loop_factory=loop_factory, debug=debug,
+                          **run_kwargs) as runner:
+        return runner.run(wrapper())
+
+
+# Event loop policies are deprecated from Python 3.14 on: loop_factory is the
+# way in, and the policy API is a thin extra where CPython still has it.
+if _sys.version_info < (3, 16) and hasattr(__asyncio, "DefaultEventLoopPolicy"):
+
+    class EventLoopPolicy(__asyncio.DefaultEventLoopPolicy):
+        """An event loop policy whose loops are aioring loops."""
+
+        def _loop_factory(self):
+            return new_event_loop()
+
+    def install() -> None:
+        """Make aioring the loop of asyncio.new_event_loop() and friends
+        (through the policy API; prefer loop_factory)."""
+        if _sys.version_info >= (3, 12):
+            import warnings
+            warnings.warn(
+                "aioring.install() is deprecated in favor of aioring.run()",
+                DeprecationWarning, stacklevel=1)
+        __asyncio.set_event_loop_policy(EventLoopPolicy())
+
+    __all__ += ("EventLoopPolicy", "install")

@@ -1,0 +1,294 @@
+/*
+ * aioring ring layer: the io_uring kernel ABI and nothing else.
+ *
+ * This header knows io_uring and knows nothing of Python or asyncio.  It is
+ * written against <linux/io_uring.h>; constants that the build machine's
+ * header may lack (it can be older than the kernel we run on) are defined
+ * here, and whether the running kernel has them is decided at run time by
+ * setup fallbacks, params.features and IORING_REGISTER_PROBE.
+ *
+ * Hot-path helpers (SQE acquisition, SQE preparation, CQ iteration) are
+ * static inline so that every extension that includes this header gets them
+ * without a call through a module boundary.  Everything that makes a
+ * syscall lives in uring.c.
+ */
+#ifndef AIORING_URING_H
+#define AIORING_URING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <linux/io_uring.h>
+#include <linux/time_types.h>
+
+/* ---- constants newer than a 6.1 <linux/io_uring.h> ----------------------- */
+
+#ifndef IORING_SETUP_NO_SQARRAY
+#define IORING_SETUP_NO_SQARRAY (1U << 16)          /* 6.6 */
+#endif
+#ifndef IORING_FEAT_REG_REG_RING
+#define IORING_FEAT_REG_REG_RING (1U << 13)         /* 6.3 */
+#endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)      /* 6.10 */
+#endif
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)          /* 6.12 */
+#endif
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4)            /* 6.10 */
+#endif
+#ifndef IORING_RECV_MULTISHOT
+#define IORING_RECV_MULTISHOT (1U << 1)
+#endif
+#ifndef IORING_ACCEPT_MULTISHOT
+#define IORING_ACCEPT_MULTISHOT (1U << 0)
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)             /* 6.12 */
+#endif
+
+/* Opcodes are an enum in the kernel header, so the newer ones get names of
+ * our own instead of #ifndef guards. */
+#define AR_OP_FIXED_FD_INSTALL 54                   /* 6.8 */
+#define AR_OP_FTRUNCATE        55                   /* 6.9 */
+#define AR_OP_BIND             56                   /* 6.11 */
+#define AR_OP_LISTEN           57                   /* 6.11 */
+#define AR_OP_MAX              256                  /* size of the probe table */
+
+/* user_data reserved by the ring layer for its own timeout SQE (kernels
+ * without IORING_FEAT_EXT_ARG).  Operation records are pointers, which are
+ * never all ones. */
+#define AR_UDATA_RING_TIMEOUT  ((uint64_t)-1)
+
+/* ---- the ring ------------------------------------------------------------ */
+
+typedef struct ar_ring {
+    int ring_fd;                 /* the io_uring descriptor */
+    int enter_fd;                /* ring_fd, or its index once registered */
+    unsigned enter_flags;        /* IORING_ENTER_REGISTERED_RING once registered */
+    unsigned setup_flags;        /* the flags the kernel accepted */
+    unsigned features;           /* params.features */
+    int enabled;                 /* 0 while IORING_SETUP_R_DISABLED holds */
+
+    /* submission queue (kernel-shared words first) */
+    unsigned *sq_khead;
+    unsigned *sq_ktail;
+    unsigned *sq_kflags;
+    unsigned *sq_kdropped;
+    unsigned *sq_array;          /* NULL with IORING_SETUP_NO_SQARRAY */
+    unsigned sq_mask;
+    unsigned sq_entries;
+    unsigned sqe_tail;           /* SQEs handed out; published on flush */
+    struct io_uring_sqe *sqes;
+
+    /* completion queue */
+    unsigned *cq_khead;
+    unsigned *cq_ktail;
+    unsigned *cq_koverflow;
+    unsigned cq_mask;
+    unsigned cq_entries;
+    struct io_uring_cqe *cqes;
+
+    /* mappings, for teardown */
+    void *sq_map;
+    size_t sq_map_size;
+    void *cq_map;                /* == sq_map with IORING_FEAT_SINGLE_MMAP */
+    size_t cq_map_size;
+    size_t sqes_map_size;
+
+    /* timeout for kernels without IORING_FEAT_EXT_ARG */
+    struct __kernel_timespec fallback_ts;
+
+    unsigned char ops[AR_OP_MAX];   /* 1 where IORING_REGISTER_PROBE says supported */
+    int probed;
+
+    /* counters (read by the loop's statistics) */
+    uint64_t n_enter;
+    uint64_t n_submitted;
+} ar_ring;
+
+/* What a setup attempt may ask for, newest first: setup drops flags from this
+ * list one by one while the kernel answers EINVAL. */
+#define AR_WANT_DEFER_TASKRUN  (1U << 0)
+#define AR_WANT_NO_SQARRAY     (1U << 1)
+#define AR_WANT_DISABLED       (1U << 2)  /* start R_DISABLED; enable later */
+
+int ar_ring_init(ar_ring *r, unsigned entries, unsigned cq_entries, unsigned want);
+void ar_ring_exit(ar_ring *r);
+int ar_ring_enable(ar_ring *r);
+int ar_ring_register_ring_fd(ar_ring *r);
+int ar_ring_unregister_ring_fd(ar_ring *r);
+int ar_ring_probe(ar_ring *r);
+
+/* Publish the SQEs handed out so far.  Returns how many are pending for the
+ * kernel. */
+unsigned ar_ring_flush(ar_ring *r);
+/* Submit what is pending and, when wait_nr > 0, wait for that many
+ * completions or until timeout_ns passes (timeout_ns < 0: no timeout).
+ * Returns the number of SQEs submitted, or -errno.  -ETIME is mapped to 0.
+ * -EINTR is returned as is: the caller handles signals and calls again. */
+int ar_ring_submit_and_wait(ar_ring *r, unsigned wait_nr, int64_t timeout_ns);
+/* Ask the kernel to move completions from its overflow list into the CQ and
+ * to run deferred task work, without waiting. */
+int ar_ring_get_events(ar_ring *r);
+
+/* registered (fixed) file table */
+int ar_ring_register_files_sparse(ar_ring *r, unsigned nr);
+int ar_ring_update_files(ar_ring *r, unsigned offset, const int *fds, unsigned nr);
+int ar_ring_unregister_files(ar_ring *r);
+
+/* ---- provided-buffer rings ----------------------------------------------- */
+
+typedef struct ar_bufring {
+    struct io_uring_buf_ring *br;  /* the ring shared with the kernel */
+    size_t br_size;
+    unsigned char *bufs;           /* entries * buf_size bytes */
+    size_t bufs_size;
+    unsigned entries;
+    unsigned mask;
+    unsigned buf_size;
+    uint16_t bgid;
+    uint16_t tail;                 /* our tail; published by ar_bufring_publish */
+} ar_bufring;
+
+int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
+                     unsigned entries, unsigned buf_size);
+void ar_bufring_free(ar_ring *r, ar_bufring *b);
+
+static inline unsigned char *ar_bufring_addr(const ar_bufring *b, uint16_t bid)
+{
+    return b->bufs + (size_t)bid * b->buf_size;
+}
+
+/* Hand buffer `bid` back to the kernel (visible after ar_bufring_publish). */
+static inline void ar_bufring_recycle(ar_bufring *b, uint16_t bid)
+{
+    struct io_uring_buf *buf = &b->br->bufs[b->tail & b->mask];
+    buf->addr = (uint64_t)(uintptr_t)ar_bufring_addr(b, bid);
+    buf->len = b->buf_size;
+    buf->bid = bid;
+    b->tail++;
+}
+
+static inline void ar_bufring_publish(ar_bufring *b)
+{
+    __atomic_store_n(&b->br->tail, b->tail, __ATOMIC_RELEASE);
+}
+
+/* ---- SQ ------------------------------------------------------------------ */
+
+static inline unsigned ar_sq_space(const ar_ring *r)
+{
+    unsigned head = __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
+    return r->sq_entries - (r->sqe_tail - head);
+}
+
+/* A zeroed SQE, or NULL when the SQ is full and a flush to the kernel did not
+ * make room (the caller raises; nothing was lost). */
+static inline struct io_uring_sqe *ar_get_sqe(ar_ring *r)
+{
+    struct io_uring_sqe *sqe;
+    if (ar_sq_space(r) == 0) {
+        /* Full: hand what we have to the kernel, then look again. */
+        if (ar_ring_submit_and_wait(r, 0, -1) < 0 || ar_sq_space(r) == 0)
+            return NULL;
+    }
+    sqe = &r->sqes[r->sqe_tail & r->sq_mask];
+    r->sqe_tail++;
+    memset(sqe, 0, sizeof(*sqe));
+    return sqe;
+}
+
+static inline unsigned ar_sq_pending(const ar_ring *r)
+{
+    return r->sqe_tail - *r->sq_ktail;
+}
+
+static inline void ar_prep_rw(struct io_uring_sqe *sqe, int op, int fd,
+                              const void *addr, unsigned len, uint64_t off,
+                              uint64_t user_data)
+{
+    sqe->opcode = (uint8_t)op;
+    sqe->fd = fd;
+    sqe->off = off;
+    sqe->addr = (uint64_t)(uintptr_t)addr;
+    sqe->len = len;
+    sqe->user_data = user_data;
+}
+
+static inline void ar_prep_nop(struct io_uring_sqe *sqe, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_NOP, -1, NULL, 0, 0, user_data);
+}
+
+static inline void ar_prep_read(struct io_uring_sqe *sqe, int fd, void *buf,
+                                unsigned len, uint64_t off, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_READ, fd, buf, len, off, user_data);
+}
+
+static inline void ar_prep_write(struct io_uring_sqe *sqe, int fd, const void *buf,
+                                 unsigned len, uint64_t off, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_WRITE, fd, buf, len, off, user_data);
+}
+
+static inline void ar_prep_poll_add(struct io_uring_sqe *sqe, int fd,
+                                    unsigned poll_mask, int multishot,
+                                    uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_POLL_ADD, fd, NULL, multishot ? IORING_POLL_ADD_MULTI : 0,
+               0, user_data);
+    sqe->poll32_events = poll_mask;
+}
+
+static inline void ar_prep_cancel(struct io_uring_sqe *sqe, uint64_t target,
+                                  uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_ASYNC_CANCEL, -1, NULL, 0, 0, user_data);
+    sqe->addr = target;
+}
+
+static inline void ar_prep_timeout(struct io_uring_sqe *sqe,
+                                   struct __kernel_timespec *ts,
+                                   unsigned count, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_TIMEOUT, -1, ts, 1, count, user_data);
+}
+
+/* ---- CQ ------------------------------------------------------------------ */
+
+static inline unsigned ar_cq_head(const ar_ring *r)
+{
+    return *r->cq_khead;
+}
+
+static inline unsigned ar_cq_tail(const ar_ring *r)
+{
+    return __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE);
+}
+
+static inline struct io_uring_cqe *ar_cq_at(const ar_ring *r, unsigned index)
+{
+    return &r->cqes[index & r->cq_mask];
+}
+
+/* Give CQ entries up to (not including) `head` back to the kernel. */
+static inline void ar_cq_release(ar_ring *r, unsigned head)
+{
+    __atomic_store_n(r->cq_khead, head, __ATOMIC_RELEASE);
+}
+
+/* The kernel holds completions that did not fit in the CQ. */
+static inline int ar_cq_overflowed(const ar_ring *r)
+{
+    return (__atomic_load_n(r->sq_kflags, __ATOMIC_RELAXED) & IORING_SQ_CQ_OVERFLOW) != 0;
+}
+
+static inline int ar_op_supported(const ar_ring *r, unsigned op)
+{
+    return op < AR_OP_MAX && r->ops[op];
+}
+
+#endif /* AIORING_URING_H */

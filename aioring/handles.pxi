@@ -1,0 +1,188 @@
+# Callback handles: what call_soon / call_later / call_at return.
+#
+# They follow asyncio.Handle and asyncio.TimerHandle attribute for attribute
+# (_callback, _args, _cancelled, _loop, _context, _source_traceback, _when,
+# _scheduled, and the methods), but are extension types, so
+# isinstance(h, asyncio.Handle) is False (docs/differences.md).
+
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+
+import inspect as _inspect
+from asyncio import format_helpers as _format_helpers
+
+# 3.13 added a keyword-only `debug` to this private helper.
+_callback_source = _format_helpers._format_callback_source
+cdef bint _callback_source_takes_debug = (
+    'debug' in _inspect.signature(_callback_source).parameters)
+
+
+cdef object _format_callback(object callback, object args, bint debug):
+    if _callback_source_takes_debug:
+        return _callback_source(callback, args, debug=debug)
+    return _callback_source(callback, args)
+
+
+cdef object _extract_stack():
+    # Two frames up: past the loop method to the caller, as asyncio does.
+    return _format_helpers.extract_stack(sys._getframe(2))
+
+
+cdef class Handle:
+    """A callback scheduled with call_soon(), call_soon_threadsafe() or
+    add_signal_handler()."""
+    def __init__(self, callback, args, loop, context=None):
+        if not isinstance(loop, BaseLoop):
+            raise TypeError(f'{type(self).__name__} needs an aioring loop, got {loop!r}')
+        self._setup(callback, args, <BaseLoop>loop, context)
+
+    cdef _setup(self, object callback, object args, BaseLoop loop, object context):
+        self.callback = callback
+        self.args = args
+        self.loop = loop
+        self.context = PyContext_CopyCurrent() if context is None else context
+        if loop._debug:
+            self.source_traceback = _extract_stack()
+
+    # -- asyncio.Handle's attributes, for code and tools that read them ----
+
+    @property
+    def _callback(self):
+        return self.callback
+
+    @property
+    def _args(self):
+        return self.args
+
+    @property
+    def _cancelled(self):
+        return self.is_cancelled
+
+    @property
+    def _loop(self):
+        return self.loop
+
+    @property
+    def _context(self):
+        return self.context
+
+    @property
+    def _source_traceback(self):
+        return self.source_traceback
+
+    @property
+    def _repr(self):
+        return self.repr_cache
+
+    def get_context(self):
+        return self.context
+
+    def cancelled(self):
+        return self.is_cancelled
+
+    def cancel(self):
+        self._cancel()
+
+    cdef _cancel(self):
+        if not self.is_cancelled:
+            self.is_cancelled = True
+            if self.loop._debug:
+                # Keep the callback's description for the slow-callback
+                # warning, as asyncio does.
+                self.repr_cache = repr(self)
+            self.callback = None
+            self.args = None
+
+    cdef list _repr_info(self):
+        cdef list info = [type(self).__name__]
+        if self.is_cancelled:
+            info.append('cancelled')
+        if self.callback is not None:
+            info.append(_format_callback(self.callback, self.args, self.loop._debug))
+        if self.source_traceback:
+            frame = self.source_traceback[-1]
+            info.append(f'created at {frame[0]}:{frame[1]}')
+        return info
+
+    def __repr__(self):
+        if self.repr_cache is not None:
+            return self.repr_cache
+        return '<{}>'.format(' '.join(self._repr_info()))
+
+    def _run(self):
+        self.run()
+
+    cdef run(self):
+        cdef object callback = self.callback
+        cdef object args = self.args
+        cdef object context = self.context
+        try:
+            PyContext_Enter(context)
+            try:
+                if args:
+                    callback(*args)
+                else:
+                    callback()
+            finally:
+                PyContext_Exit(context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._report(exc)
+
+    cdef _report(self, exc):
+        cb = _format_callback(self.callback, self.args, self.loop._debug)
+        context = {
+            'message': f'Exception in callback {cb}',
+            'exception': exc,
+            'handle': self,
+        }
+        if self.source_traceback:
+            context['source_traceback'] = self.source_traceback
+        self.loop.call_exception_handler(context)
+
+
+cdef class TimerHandle(Handle):
+    """A callback scheduled with call_later() or call_at()."""
+    def __init__(self, when, callback, args, loop, context=None):
+        Handle.__init__(self, callback, args, loop, context)
+        self.due = when
+
+    @property
+    def _when(self):
+        return self.due
+
+    @property
+    def _scheduled(self):
+        return self.scheduled
+
+    def when(self):
+        return self.due
+
+    cdef list _repr_info(self):
+        cdef list info = Handle._repr_info(self)
+        info.insert(2 if self.is_cancelled else 1, f'when={self.due}')
+        return info
+
+    def __hash__(self):
+        return hash(self.due)
+
+    def __richcmp__(self, other, int op):
+        if not isinstance(other, TimerHandle):
+            return NotImplemented
+        cdef TimerHandle o = <TimerHandle>other
+        if op == 0:
+            return self.due < o.due
+        if op == 1:
+            return self.due <= o.due
+        if op == 4:
+            return self.due > o.due
+        if op == 5:
+            return self.due >= o.due
+        equal = (self.due == o.due and self.callback == o.callback and
+                 self.args == o.args and self.is_cancelled == o.is_cancelled)
+        return equal if op == 2 else not equal
+
+    def cancel(self):
+        if not self.is_cancelled:
+            self.loop._timer_handle_cancelled(self)
+        self._cancel()

@@ -1,0 +1,108 @@
+# Declarations of the loop extension: handles, operation records and the loop.
+from libc.stdint cimport uint64_t, int64_t
+from aioring._ring.ring cimport ar_ring
+
+
+cdef class BaseLoop
+
+
+cdef class Handle:
+    cdef:
+        object callback
+        object args             # tuple, or None once cancelled
+        object context
+        BaseLoop loop
+        bint is_cancelled
+        object repr_cache
+        object source_traceback
+        object __weakref__
+
+    cdef _setup(self, object callback, object args, BaseLoop loop, object context)
+    cdef _cancel(self)
+    cdef list _repr_info(self)
+    cdef run(self)
+    cdef _report(self, exc)
+
+
+cdef class TimerHandle(Handle):
+    cdef:
+        double due              # loop.time() at which it runs
+        bint scheduled          # in the loop's timer heap
+        unsigned long long seq  # ties between equal `when`s run first-in first-out
+
+
+cdef class Operation:
+    # One io_uring request.  Its address is the request's user_data; the
+    # loop holds a reference from submission until the final completion (a
+    # CQE without IORING_CQE_F_MORE), so everything the kernel may touch
+    # stays alive that long.
+    cdef bint in_flight
+    cdef complete(self, int res, unsigned flags)
+
+
+cdef class InternalRead(Operation):
+    # A read the loop keeps pending on one of its own descriptors: the
+    # cross-thread wake-up eventfd and the signal wake-up socket.
+    cdef:
+        BaseLoop loop
+        int fd
+        int kind
+        char buf[512]
+
+
+cdef class BaseLoop:
+    cdef:
+        ar_ring ring
+        bint ring_live
+        object ring_thread      # thread ident that enabled the ring (SINGLE_ISSUER)
+        int pid                 # the process that created the ring
+        int inflight            # operations submitted and not finally completed
+
+        object ready            # deque of Handle
+        object ready_append
+        object ready_popleft
+        list timers             # binary heap of TimerHandle on (when, seq)
+        unsigned long long timer_seq
+        Py_ssize_t timer_cancelled_count
+        double clock_resolution
+
+        # cross-thread wake-up: written only while the loop may be asleep
+        int wakeup_fd
+        bint sleeping
+        bint wakeup_written
+        InternalRead wakeup_op
+
+        # signals: the wake-up fd given to signal.set_wakeup_fd
+        int signal_rfd
+        int signal_wfd
+        InternalRead signal_op
+        object old_wakeup_fd    # what set_wakeup_fd returned when we set ours
+        bint wakeup_fd_set
+        public object _ssock    # read end (names as in asyncio's loop)
+        public object _csock    # write end, given to signal.set_wakeup_fd
+
+        public bint _debug
+        public bint _stopping
+        public bint _closed
+        public object _thread_id
+        public object _current_handle
+        public double slow_callback_duration
+        public dict _signal_handlers
+
+    cdef double _time(self)
+    cdef _check_closed_fast(self)
+    cdef _check_thread_fast(self)
+    cdef Handle _call_soon(self, object callback, object args, object context)
+    cdef TimerHandle _call_at(self, double when, object callback, object args, object context)
+    cdef _timer_push(self, TimerHandle timer)
+    cdef TimerHandle _timer_pop(self)
+    cdef _timers_purge(self)
+    cdef _run_once(self)
+    cdef _poll(self, int64_t timeout_ns)
+    cdef _process_completions(self)
+    cdef _submit_internal_read(self, InternalRead op)
+    cdef _internal_read_done(self, InternalRead op, int res)
+    cdef _wake(self)
+    cdef _ensure_signal_socket(self)
+    cdef _prepare_ring_for_thread(self)
+    cdef _shutdown_ring(self)

@@ -1,0 +1,729 @@
+# cython: language_level=3
+"""The event loop: callbacks, timers, run/stop/close, debug mode, the
+exception handler, the executor, signals and the thread-safe wake-up.
+
+Every wait of the loop is one io_uring_enter() on its ring.  The ring layer
+(aioring/_ring) knows nothing of asyncio; operation records (ops.pxi) are the
+only code that prepares SQEs; this module drives them.
+
+Cold-path methods whose behaviour is pure Python bookkeeping (the exception
+handler, the executor, async generator shutdown, task creation, signal
+handler registration) are taken from the running CPython's own asyncio at
+import time, so they behave exactly as the stock loop of that version does;
+the hot paths are written here in Cython.
+"""
+cimport cython
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.exc cimport PyErr_CheckSignals
+from libc.stdint cimport uint64_t, int64_t, uintptr_t
+from libc.errno cimport errno, EINTR, EBUSY, EAGAIN
+cdef extern from "errno.h":
+    enum: ECANCELED
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.unistd cimport write, close as c_close, getpid
+
+from aioring._ring.ring cimport *
+
+import asyncio
+import collections
+import concurrent.futures
+import os
+import signal
+import socket
+import sys
+import threading
+import time as _time_mod
+import warnings
+
+from asyncio import base_events as _base_events
+from asyncio import coroutines as _coroutines
+from asyncio import events as _events
+from asyncio import futures as _futures
+from asyncio import unix_events as _unix_events
+from asyncio.log import logger as _logger
+
+cdef extern from "sys/eventfd.h" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_CLOEXEC
+
+cdef object _Future = asyncio.Future
+cdef object _get_ident = threading.get_ident
+cdef object _set_running_loop = _events._set_running_loop
+cdef object _get_running_loop = _events._get_running_loop
+cdef double MAXIMUM_TIMEOUT = _base_events.MAXIMUM_SELECT_TIMEOUT
+# asyncio purges cancelled timers when there are more than this many timers
+# and more than this fraction of them are cancelled.
+cdef Py_ssize_t MIN_SCHEDULED_TIMER_HANDLES = _base_events._MIN_SCHEDULED_TIMER_HANDLES
+cdef double MIN_CANCELLED_TIMER_HANDLES_FRACTION = _base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+
+# Ring sizes: the CQ is larger than the SQ so that bursts of multishot
+# completions do not overflow it.
+cdef unsigned SQ_ENTRIES = 512
+cdef unsigned CQ_ENTRIES = 4096
+
+# Operations whose kernel side could not be drained (loop closed from a
+# thread that cannot drive the ring): kept alive for the process's lifetime
+# rather than freed while the kernel might still write into them.
+cdef list _orphaned_operations = []
+
+include "handles.pxi"
+include "ops.pxi"
+
+
+cdef class BaseLoop:
+    """The Cython core of aioring.Loop; use aioring.Loop."""
+
+    def __cinit__(self, *args, **kwargs):
+        cdef int ret
+        cdef unsigned want = AR_WANT_DEFER_TASKRUN | AR_WANT_NO_SQARRAY | AR_WANT_DISABLED
+        self.ring_live = False
+        self.wakeup_fd = -1
+        self.signal_rfd = -1
+        self.signal_wfd = -1
+        self.pid = getpid()
+        ret = ar_ring_init(&self.ring, SQ_ENTRIES, CQ_ENTRIES, want)
+        if ret < 0:
+            raise setup_error(-ret)
+        self.ring_live = True
+        ret = ar_ring_probe(&self.ring)   # older kernels lack it: all ops unknown
+
+        self.ready = collections.deque()
+        self.ready_append = self.ready.append
+        self.ready_popleft = self.ready.popleft
+        self.timers = []
+        self.timer_seq = 0
+        self.timer_cancelled_count = 0
+        self.clock_resolution = _time_mod.get_clock_info('monotonic').resolution
+        self._debug = _coroutines._is_debug_mode()
+        self._stopping = False
+        self._closed = False
+        self._thread_id = None
+        self._current_handle = None
+        self.slow_callback_duration = 0.1
+        self._signal_handlers = {}
+        self.wakeup_fd_set = False
+
+        # The cross-thread wake-up: an eventfd with a read always pending in
+        # the ring.  Blocking on purpose: io_uring then waits on it through
+        # its internal poll instead of failing the read with EAGAIN.
+        self.wakeup_fd = eventfd(0, EFD_CLOEXEC)
+        if self.wakeup_fd < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.wakeup_op = InternalRead.__new__(InternalRead)
+        self.wakeup_op.loop = self
+        self.wakeup_op.fd = self.wakeup_fd
+        self.wakeup_op.kind = READ_WAKEUP
+        self._submit_internal_read(self.wakeup_op)
+        # The signal wake-up socket (asyncio's self-pipe): what
+        # signal.set_wakeup_fd writes signal numbers into.
+        self._ensure_signal_socket()
+
+    def __init__(self):
+        pass
+
+    def __dealloc__(self):
+        if self.ring_live:
+            # Never closed: free what is ours.  The kernel side goes with the
+            # ring descriptor.
+            self._shutdown_ring()
+
+    # -- time -------------------------------------------------------------
+
+    cdef double _time(self):
+        cdef timespec ts
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return ts.tv_sec + ts.tv_nsec * 1e-9
+
+    def time(self):
+        """The loop's clock: time.monotonic()."""
+        return self._time()
+
+    # -- state checks -------------------------------------------------------
+
+    cdef _check_closed_fast(self):
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+
+    def _check_closed(self):
+        self._check_closed_fast()
+
+    cdef _check_thread_fast(self):
+        if self._thread_id is None:
+            return
+        if _get_ident() != self._thread_id:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other "
+                "than the current one")
+
+    def _check_thread(self):
+        self._check_thread_fast()
+
+    def _check_callback(self, callback, method):
+        if (_coroutines.iscoroutine(callback) or
+                _coroutines.iscoroutinefunction(callback)):
+            raise TypeError(
+                f"coroutines cannot be used with {method}()")
+        if not callable(callback):
+            raise TypeError(
+                f'a callable object was expected by {method}(), '
+                f'got {callback!r}')
+
+    def _check_running(self):
+        if self.is_running():
+            raise RuntimeError('This event loop is already running')
+        if _get_running_loop() is not None:
+            raise RuntimeError(
+                'Cannot run the event loop while another loop is running')
+
+    def is_running(self):
+        return self._thread_id is not None
+
+    def is_closed(self):
+        return self._closed
+
+    def get_debug(self):
+        return self._debug
+
+    def set_debug(self, enabled):
+        self._debug = enabled
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
+
+    # -- scheduling ---------------------------------------------------------
+
+    cdef Handle _call_soon(self, object callback, object args, object context):
+        cdef Handle handle = Handle.__new__(Handle)
+        handle._setup(callback, args, self, context)
+        self.ready_append(handle)
+        return handle
+
+    def call_soon(self, callback, *args, context=None):
+        self._check_closed_fast()
+        if self._debug:
+            self._check_thread_fast()
+            self._check_callback(callback, 'call_soon')
+        return self._call_soon(callback, args, context)
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        self._check_closed_fast()
+        if self._debug:
+            self._check_callback(callback, 'call_soon_threadsafe')
+        handle = self._call_soon(callback, args, context)
+        self._wake()
+        return handle
+
+    cdef TimerHandle _call_at(self, double when, object callback, object args, object context):
+        cdef TimerHandle timer = TimerHandle.__new__(TimerHandle)
+        timer._setup(callback, args, self, context)
+        timer.due = when
+        self._timer_push(timer)
+        return timer
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed_fast()
+        if self._debug:
+            self._check_thread_fast()
+            self._check_callback(callback, 'call_at')
+        return self._call_at(when, callback, args, context)
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError('delay must not be None')
+        cdef double when = self._time() + delay
+        self._check_closed_fast()
+        if self._debug:
+            self._check_thread_fast()
+            self._check_callback(callback, 'call_at')
+        return self._call_at(when, callback, args, context)
+
+    def _add_callback(self, handle):
+        if not handle._cancelled:
+            self.ready_append(handle)
+
+    def _add_callback_signalsafe(self, handle):
+        self._add_callback(handle)
+        self._wake()
+
+    def _write_to_self(self):
+        self._wake()
+
+    def _timer_handle_cancelled(self, TimerHandle handle):
+        if handle.scheduled:
+            self.timer_cancelled_count += 1
+
+    def create_future(self):
+        return _Future(loop=self)
+
+    # -- the timer heap: a binary heap ordered by (when, seq) ----------------
+
+    cdef _timer_push(self, TimerHandle timer):
+        cdef list heap = self.timers
+        cdef Py_ssize_t pos, parent
+        cdef TimerHandle p
+        timer.seq = self.timer_seq
+        self.timer_seq += 1
+        timer.scheduled = True
+        heap.append(timer)
+        pos = len(heap) - 1
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            p = <TimerHandle>heap[parent]
+            if p.due < timer.due or (p.due == timer.due and p.seq < timer.seq):
+                break
+            heap[pos] = p
+            pos = parent
+        heap[pos] = timer
+
+    cdef TimerHandle _timer_pop(self):
+        cdef list heap = self.timers
+        cdef TimerHandle top = <TimerHandle>heap[0]
+        cdef TimerHandle last = <TimerHandle>heap.pop()
+        cdef Py_ssize_t n = len(heap), pos = 0, child
+        cdef TimerHandle c, r
+        if n == 0:
+            return top
+        while True:
+            child = 2 * pos + 1
+            if child >= n:
+                break
+            c = <TimerHandle>heap[child]
+            if child + 1 < n:
+                r = <TimerHandle>heap[child + 1]
+                if r.due < c.due or (r.due == c.due and r.seq < c.seq):
+                    child += 1
+                    c = r
+            if last.due < c.due or (last.due == c.due and last.seq < c.seq):
+                break
+            heap[pos] = c
+            pos = child
+        heap[pos] = last
+        return top
+
+    cdef _timers_purge(self):
+        cdef Py_ssize_t n = len(self.timers)
+        cdef TimerHandle t
+        cdef list keep
+        if (n > MIN_SCHEDULED_TIMER_HANDLES and
+                self.timer_cancelled_count > n * MIN_CANCELLED_TIMER_HANDLES_FRACTION):
+            keep = []
+            for t in self.timers:
+                if t.is_cancelled:
+                    t.scheduled = False
+                else:
+                    keep.append(t)
+            self.timers = []
+            keep.sort(key=_timer_key)
+            self.timers = keep      # a sorted list is a valid heap
+            self.timer_cancelled_count = 0
+        else:
+            while self.timers:
+                t = <TimerHandle>self.timers[0]
+                if not t.is_cancelled:
+                    break
+                self.timer_cancelled_count -= 1
+                self._timer_pop()
+                t.scheduled = False
+
+    # -- one iteration --------------------------------------------------------
+
+    cdef _run_once(self):
+        cdef int64_t timeout_ns = -1
+        cdef double timeout, end_time
+        cdef TimerHandle t
+        cdef Py_ssize_t ntodo, i
+        cdef object handle
+        cdef Handle h
+        cdef double t0, dt
+
+        self._timers_purge()
+        if self._stopping or len(self.ready):
+            timeout_ns = 0
+        elif self.timers:
+            timeout = (<TimerHandle>self.timers[0]).due - self._time()
+            if timeout > MAXIMUM_TIMEOUT:
+                timeout = MAXIMUM_TIMEOUT
+            elif timeout < 0:
+                timeout = 0
+            # round up: waking a hair early would cost an extra iteration
+            timeout_ns = <int64_t>(timeout * 1e9) + 1 if timeout > 0 else 0
+
+        self._poll(timeout_ns)
+
+        end_time = self._time() + self.clock_resolution
+        while self.timers:
+            t = <TimerHandle>self.timers[0]
+            if t.due >= end_time:
+                break
+            self._timer_pop()
+            t.scheduled = False
+            self.ready_append(t)
+
+        # Run what is ready now; what these callbacks schedule waits for the
+        # next iteration (after another poll), as in asyncio.
+        ntodo = len(self.ready)
+        for i in range(ntodo):
+            handle = self.ready_popleft()
+            if isinstance(handle, Handle):
+                h = <Handle>handle
+                if h.is_cancelled:
+                    continue
+                if self._debug:
+                    self._run_debug(handle)
+                else:
+                    h.run()
+            else:
+                # a foreign handle (asyncio.Handle) given to _add_callback
+                if handle._cancelled:
+                    continue
+                if self._debug:
+                    self._run_debug(handle)
+                else:
+                    handle._run()
+        handle = None
+
+    def _run_debug(self, handle):
+        try:
+            self._current_handle = handle
+            t0 = self._time()
+            handle._run()
+            dt = self._time() - t0
+            if dt >= self.slow_callback_duration:
+                _logger.warning('Executing %s took %.3f seconds',
+                                _base_events._format_handle(handle), dt)
+        finally:
+            self._current_handle = None
+
+    cdef _poll(self, int64_t timeout_ns):
+        cdef int ret
+        if timeout_ns != 0:
+            # From here on call_soon_threadsafe() writes the eventfd; a
+            # callback queued before this point is seen by the check below.
+            self.sleeping = True
+            if len(self.ready):
+                timeout_ns = 0
+        if timeout_ns == 0:
+            self.sleeping = False
+            ret = ar_ring_submit_and_wait(&self.ring, 0, -1)
+        else:
+            with nogil:
+                ret = ar_ring_submit_and_wait(&self.ring, 1, timeout_ns)
+            self.sleeping = False
+        if ret < 0 and ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
+            raise OSError(-ret, 'io_uring_enter: ' + os.strerror(-ret))
+        # EBUSY/EAGAIN: the kernel wants its completions reaped first; the
+        # SQEs stay queued and go with the next enter.
+        self._process_completions()
+        if ret == -EINTR:
+            # A signal woke us: run Python's handlers now (KeyboardInterrupt
+            # propagates from here, as from the stock loop's select()).
+            PyErr_CheckSignals()
+
+    cdef _process_completions(self):
+        cdef ar_ring *ring = &self.ring
+        cdef unsigned head, tail
+        cdef io_uring_cqe *cqe
+        cdef uint64_t user_data
+        cdef int res
+        cdef unsigned flags
+        cdef Operation op
+        while True:
+            head = ar_cq_head(ring)
+            tail = ar_cq_tail(ring)
+            if head == tail:
+                if ar_cq_overflowed(ring):
+                    # completions the CQ had no room for: have the kernel
+                    # move them in, then go on
+                    ar_ring_get_events(ring)
+                    if ar_cq_head(ring) != ar_cq_tail(ring):
+                        continue
+                return
+            while head != tail:
+                cqe = ar_cq_at(ring, head)
+                user_data = cqe.user_data
+                res = cqe.res
+                flags = cqe.flags
+                head += 1
+                # Give the entry back before running Python code, which may
+                # itself submit or re-enter.
+                ar_cq_release(ring, head)
+                if user_data == 0 or user_data == AR_UDATA_RING_TIMEOUT:
+                    continue
+                op = <Operation><PyObject *><uintptr_t>user_data
+                if not (flags & IORING_CQE_F_MORE):
+                    # final completion: drop the reference taken at submission
+                    op.in_flight = False
+                    self.inflight -= 1
+                    Py_DECREF(op)
+                try:
+                    op.complete(res, flags)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self.call_exception_handler({
+                        'message': 'Unhandled exception in an io_uring completion',
+                        'exception': exc,
+                    })
+
+    # -- the loop's own descriptors -----------------------------------------------
+
+    cdef _submit_internal_read(self, InternalRead op):
+        prep_read(&self.ring, op, op.fd, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
+        Py_INCREF(op)
+        op.in_flight = True
+        self.inflight += 1
+
+    cdef _internal_read_done(self, InternalRead op, int res):
+        if self._closed or not self.ring_live:
+            return
+        if op.kind == READ_WAKEUP:
+            self.wakeup_written = False
+        elif res > 0:
+            self._process_self_data(op.buf[:res])
+            PyErr_CheckSignals()
+        if res < 0 and res != -EINTR and res != -EAGAIN:
+            if res != -ECANCELED:
+                self.call_exception_handler({
+                    'message': f'aioring: internal read on fd {op.fd} failed',
+                    'exception': OSError(-res, os.strerror(-res)),
+                })
+            return
+        self._submit_internal_read(op)
+
+    cdef _wake(self):
+        cdef uint64_t one = 1
+        if self.sleeping and not self.wakeup_written:
+            self.wakeup_written = True
+            write(self.wakeup_fd, &one, sizeof(one))
+
+    cdef _ensure_signal_socket(self):
+        if self.signal_op is not None:
+            return
+        rsock, wsock = socket.socketpair()
+        wsock.setblocking(False)       # signal.set_wakeup_fd requires it
+        self._ssock = rsock
+        self._csock = wsock
+        self.signal_rfd = rsock.fileno()
+        self.signal_wfd = wsock.fileno()
+        self.signal_op = InternalRead.__new__(InternalRead)
+        self.signal_op.loop = self
+        self.signal_op.fd = self.signal_rfd
+        self.signal_op.kind = READ_SIGNALS
+        self._submit_internal_read(self.signal_op)
+
+    # -- running ----------------------------------------------------------------
+
+    cdef _prepare_ring_for_thread(self):
+        if getpid() != self.pid:
+            raise RuntimeError(
+                f'aioring: this event loop was created in process {self.pid} and '
+                f'cannot be used after fork(); create a new loop in the child '
+                f'(aioring.new_event_loop())')
+        ident = _get_ident()
+        if not self.ring.enabled:
+            # The ring starts disabled so that the thread that runs the loop,
+            # not the one that created it, becomes its single issuer.
+            ret = ar_ring_enable(&self.ring)
+            if ret < 0:
+                raise OSError(-ret, 'io_uring enable: ' + os.strerror(-ret))
+            ar_ring_register_ring_fd(&self.ring)   # an optimisation; fine without
+            self.ring_thread = ident
+        elif self.ring_thread is None:
+            self.ring_thread = ident
+        elif self.ring_thread != ident:
+            if self.ring.setup_flags & IORING_SETUP_SINGLE_ISSUER:
+                raise RuntimeError(
+                    'aioring: this event loop is bound to the thread that first ran '
+                    'it (its io_uring is single-issuer); run it from that thread, '
+                    'or create a new loop in this one')
+            # A registered ring descriptor is private to the thread that
+            # registered it: use the plain one from here on.
+            self.ring.enter_fd = self.ring.ring_fd
+            self.ring.enter_flags &= ~IORING_ENTER_REGISTERED_RING
+            self.ring_thread = ident
+
+    def _run_forever_setup(self):
+        self._check_closed_fast()
+        self._check_running()
+        self._prepare_ring_for_thread()
+        self._set_coroutine_origin_tracking(self._debug)
+        self._old_agen_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = _get_ident()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook,
+            finalizer=self._asyncgen_finalizer_hook)
+        if threading.current_thread() is threading.main_thread():
+            # Signals then wake the ring even when they land between two
+            # io_uring_enter calls.
+            self.old_wakeup_fd = signal.set_wakeup_fd(self.signal_wfd)
+            self.wakeup_fd_set = True
+        _set_running_loop(self)
+
+    def _run_forever_cleanup(self):
+        self._stopping = False
+        self._thread_id = None
+        _set_running_loop(None)
+        self._set_coroutine_origin_tracking(False)
+        if self.wakeup_fd_set:
+            self.wakeup_fd_set = False
+            if not self._signal_handlers:
+                signal.set_wakeup_fd(self.old_wakeup_fd)
+            self.old_wakeup_fd = None
+        if self._old_agen_hooks is not None:
+            sys.set_asyncgen_hooks(*self._old_agen_hooks)
+            self._old_agen_hooks = None
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._run_forever_setup()
+        try:
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+        finally:
+            self._run_forever_cleanup()
+
+    def stop(self):
+        self._stopping = True
+
+    # -- closing --------------------------------------------------------------------
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            _logger.debug("Close %r", self)
+        self._closed = True
+        self.ready.clear()
+        for t in self.timers:
+            (<TimerHandle>t).scheduled = False
+        self.timers = []
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+        # as asyncio's Unix loop does
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            warnings.warn(f"Closing the loop {self!r} "
+                          f"on interpreter shutdown "
+                          f"stage, skipping signal handlers removal",
+                          ResourceWarning,
+                          source=self)
+            self._signal_handlers.clear()
+        self._shutdown_ring()
+
+    cdef _shutdown_ring(self):
+        cdef int rounds
+        cdef list ops = [op for op in (self.wakeup_op, self.signal_op)
+                         if op is not None and (<Operation>op).in_flight]
+        if not self.ring_live:
+            return
+        can_drive = (getpid() == self.pid and
+                     (not self.ring.enabled or self.ring_thread is None or
+                      self.ring_thread == _get_ident()))
+        if ops and self.ring.enabled and can_drive:
+            # Cancel, then wait for the final completions: the kernel must be
+            # done with a buffer before it is freed.
+            for op in ops:
+                prep_cancel(&self.ring, <Operation>op)
+            rounds = 0
+            while self.inflight > 0 and rounds < 100:
+                ret = ar_ring_submit_and_wait(&self.ring, 1, 10000000)
+                self._process_completions()
+                rounds += 1
+        for op in ops:
+            if (<Operation>op).in_flight:
+                if not self.ring.enabled:
+                    # never reached the kernel: ours to drop
+                    (<Operation>op).in_flight = False
+                    self.inflight -= 1
+                    Py_DECREF(op)
+                else:
+                    _orphaned_operations.append(op)
+        if self.ring.enabled and can_drive:
+            ar_ring_unregister_ring_fd(&self.ring)
+        ar_ring_exit(&self.ring)
+        self.ring_live = False
+        if self.wakeup_fd >= 0:
+            c_close(self.wakeup_fd)
+            self.wakeup_fd = -1
+        if self.signal_op is not None:
+            self._ssock.close()
+            self._csock.close()
+            self.signal_rfd = self.signal_wfd = -1
+
+    # -- introspection ------------------------------------------------------
+
+    def _ring_info(self):
+        """What the ring was set up with (for tests and diagnostics)."""
+        return {
+            'fd': self.ring.ring_fd if self.ring_live else -1,
+            'setup_flags': self.ring.setup_flags,
+            'features': self.ring.features,
+            'sq_entries': self.ring.sq_entries,
+            'cq_entries': self.ring.cq_entries,
+            'enabled': bool(self.ring.enabled),
+            'ring_fd_registered': bool(self.ring.enter_flags & IORING_ENTER_REGISTERED_RING),
+            'enter_calls': self.ring.n_enter,
+            'submitted': self.ring.n_submitted,
+            'inflight': self.inflight,
+        }
+
+
+def _timer_key(TimerHandle t):
+    return (t.due, t.seq)
+
+
+# Methods taken from the running CPython's asyncio: pure bookkeeping whose
+# exact behaviour (messages, warnings, version differences) we want to match.
+_FROM_BASE_EVENT_LOOP = (
+    '__repr__', '__del__',
+    'create_task', 'set_task_factory', 'get_task_factory',
+    'run_until_complete',
+    '_asyncgen_finalizer_hook', '_asyncgen_firstiter_hook', 'shutdown_asyncgens',
+    'shutdown_default_executor', '_do_shutdown', '_check_default_executor',
+    'run_in_executor', 'set_default_executor',
+    '_getaddrinfo_debug', 'getaddrinfo', 'getnameinfo',
+    'get_exception_handler', 'set_exception_handler',
+    'default_exception_handler', 'call_exception_handler',
+    '_set_coroutine_origin_tracking',
+)
+_FROM_UNIX_LOOP = (
+    'add_signal_handler', 'remove_signal_handler', '_handle_signal',
+    '_check_signal', '_process_self_data',
+)
+
+
+class Loop(BaseLoop, asyncio.AbstractEventLoop):
+    """An asyncio event loop whose I/O runs on io_uring."""
+
+    def __init__(self):
+        BaseLoop.__init__(self)
+        # state read by the methods taken from asyncio (see above)
+        self._default_executor = None
+        self._exception_handler = None
+        self._task_factory = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._asyncgens = __import__('weakref').WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._executor_shutdown_called = False
+        self._old_agen_hooks = None
+
+
+def _borrow(target, source, names):
+    for name in names:
+        if hasattr(source, name):
+            setattr(target, name, getattr(source, name))
+
+
+_borrow(Loop, asyncio.BaseEventLoop, _FROM_BASE_EVENT_LOOP)
+_borrow(Loop, _unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)

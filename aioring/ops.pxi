@@ -1,0 +1,42 @@
+# Operation records: one per io_uring request.  They prepare the SQE (the
+# only code outside the ring layer that touches SQE fields) and receive the
+# request's completions.  A cancel never frees an operation; its final
+# completion does (BaseLoop._process_completions drops the loop's reference).
+
+cdef enum:
+    READ_WAKEUP = 1       # the cross-thread wake-up eventfd
+    READ_SIGNALS = 2      # the signal wake-up socket
+
+
+cdef class Operation:
+    cdef complete(self, int res, unsigned flags):
+        pass
+
+
+cdef inline uint64_t op_user_data(Operation op):
+    return <uint64_t><uintptr_t><PyObject *>op
+
+
+cdef class InternalRead(Operation):
+    cdef complete(self, int res, unsigned flags):
+        self.loop._internal_read_done(self, res)
+
+
+cdef int prep_read(ar_ring *ring, Operation op, int fd, void *buf, unsigned n) except -1:
+    cdef io_uring_sqe *sqe = ar_get_sqe(ring)
+    if sqe == NULL:
+        raise RuntimeError('io_uring submission queue is full and could not be flushed')
+    # offset -1: "current position", the only one a stream descriptor has
+    ar_prep_read(sqe, fd, buf, n, <uint64_t>-1, op_user_data(op))
+    return 0
+
+
+cdef int prep_cancel(ar_ring *ring, Operation target) except -1:
+    # Ask the kernel to cancel `target`; the cancel's own CQE carries
+    # user_data 0, which the loop ignores.  `target` stays alive until its
+    # own final completion arrives.
+    cdef io_uring_sqe *sqe = ar_get_sqe(ring)
+    if sqe == NULL:
+        raise RuntimeError('io_uring submission queue is full and could not be flushed')
+    ar_prep_cancel(sqe, op_user_data(target), 0)
+    return 0
