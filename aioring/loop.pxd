@@ -70,6 +70,7 @@ cdef class BaseLoop:
         int wakeup_fd
         bint sleeping
         bint wakeup_written
+        uint64_t wakeup_writes  # eventfd writes made by _wake (statistics)
         InternalRead wakeup_op
 
         # signals: the wake-up fd given to signal.set_wakeup_fd

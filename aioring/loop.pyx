@@ -495,6 +495,7 @@ cdef class BaseLoop:
         cdef uint64_t one = 1
         if self.sleeping and not self.wakeup_written:
             self.wakeup_written = True
+            self.wakeup_writes += 1
             write(self.wakeup_fd, &one, sizeof(one))
 
     cdef _ensure_signal_socket(self):
@@ -675,6 +676,7 @@ cdef class BaseLoop:
             'enter_calls': self.ring.n_enter,
             'submitted': self.ring.n_submitted,
             'inflight': self.inflight,
+            'wakeup_writes': self.wakeup_writes,
         }
 
 

@@ -90,6 +90,7 @@ cdef extern from "uring.h" nogil:
 
     uint64_t AR_UDATA_RING_TIMEOUT
 
+    int ar_ring_sizes_valid(unsigned entries, unsigned cq_entries)
     int ar_ring_init(ar_ring *r, unsigned entries, unsigned cq_entries, unsigned want)
     void ar_ring_exit(ar_ring *r)
     int ar_ring_enable(ar_ring *r)

@@ -13,6 +13,7 @@ from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize
 import errno as _errno
 import os
+import threading
 
 
 class IoUringUnavailable(OSError):
@@ -70,6 +71,7 @@ cdef class Ring:
     cdef bint live
     cdef dict buffers       # user_data -> bytearray the kernel reads into
     cdef dict bufrings      # bgid -> capsule-free pointer kept as int
+    cdef object ring_fd_owner   # (pid, thread ident) that registered the ring fd
 
     def __cinit__(self, unsigned entries=8, unsigned cq_entries=0, *,
                   bint defer_taskrun=True, bint no_sqarray=True,
@@ -79,6 +81,9 @@ cdef class Ring:
         self.live = False
         self.buffers = {}
         self.bufrings = {}
+        self.ring_fd_owner = None
+        if not ar_ring_sizes_valid(entries, cq_entries):
+            raise ValueError(f'invalid ring sizes: entries={entries}, cq_entries={cq_entries}')
         if defer_taskrun:
             want |= AR_WANT_DEFER_TASKRUN
         if no_sqarray:
@@ -102,6 +107,12 @@ cdef class Ring:
             ar_bufring_free(&self.r, b)
             free(b)
         self.bufrings.clear()
+        # A registered ring fd pins the ring (and one of the thread's 16 slots)
+        # until unregistered; only the registering thread can do that.
+        if (self.ring_fd_owner is not None and
+                self.ring_fd_owner == (os.getpid(), threading.get_ident())):
+            ar_ring_unregister_ring_fd(&self.r)
+        self.ring_fd_owner = None
         ar_ring_exit(&self.r)
         self.live = False
 
@@ -165,10 +176,12 @@ cdef class Ring:
     def register_ring_fd(self):
         self._check()
         _raise_on(ar_ring_register_ring_fd(&self.r))
+        self.ring_fd_owner = (os.getpid(), threading.get_ident())
 
     def unregister_ring_fd(self):
         self._check()
         _raise_on(ar_ring_unregister_ring_fd(&self.r))
+        self.ring_fd_owner = None
 
     def probe(self):
         """The set of opcodes this kernel supports."""
@@ -188,6 +201,10 @@ cdef class Ring:
     def read(self, int fd, unsigned nbytes, uint64_t user_data):
         """Queue a read of fd into a buffer kept until `result(user_data)`."""
         self._check()
+        if user_data in self.buffers:
+            # the kernel may still write into that buffer: never drop it here
+            raise ValueError(f'user_data {user_data} already has a read buffer; '
+                             f'call read_result() first')
         buf = bytearray(nbytes)
         cdef char *p = buf
         cdef io_uring_sqe *sqe = ar_get_sqe(&self.r)
@@ -232,12 +249,13 @@ cdef class Ring:
     @property
     def pending(self):
         """SQEs prepared and not yet handed to the kernel."""
+        self._check()
         return ar_sq_pending(&self.r)
 
     def submit(self, unsigned wait_nr=0, timeout=None):
         """Submit; wait for wait_nr completions or `timeout` seconds."""
         self._check()
-        cdef int64_t ns = -1 if timeout is None else <int64_t>(timeout * 1e9)
+        cdef int64_t ns = -1 if timeout is None else <int64_t>(max(timeout, 0) * 1e9)
         cdef int ret
         with nogil:
             ret = ar_ring_submit_and_wait(&self.r, wait_nr, ns)
@@ -293,7 +311,7 @@ cdef class Ring:
         cdef io_uring_sqe *sqe = ar_get_sqe(&self.r)
         if sqe == NULL:
             return False
-        # A 1-byte write of nothing through the slot: EBADF when empty.
+        # A 0-byte write through the slot through the slot: EBADF when empty.
         ar_prep_write(sqe, slot, NULL, 0, 0, user_data)
         sqe.flags = IOSQE_FIXED_FILE
         return True
@@ -311,17 +329,29 @@ cdef class Ring:
             _raise_on(ret)
         self.bufrings[bgid] = <size_t>b
 
+    cdef ar_bufring *_bufring(self, uint16_t bgid) except NULL:
+        self._check()
+        addr = self.bufrings.get(bgid)
+        if addr is None:
+            raise ValueError(f'buffer group {bgid} is not registered')
+        return <ar_bufring *><size_t>addr
+
     def buffer(self, uint16_t bgid, uint16_t bid, unsigned n):
-        cdef ar_bufring *b = <ar_bufring *><size_t>self.bufrings[bgid]
+        cdef ar_bufring *b = self._bufring(bgid)
+        if bid >= b.entries or n > b.buf_size:
+            raise ValueError(f'buffer {bid}, {n} bytes: out of range')
         return PyBytes_FromStringAndSize(<char *>ar_bufring_addr(b, bid), n)
 
     def recycle_buffer(self, uint16_t bgid, uint16_t bid):
-        cdef ar_bufring *b = <ar_bufring *><size_t>self.bufrings[bgid]
+        cdef ar_bufring *b = self._bufring(bgid)
+        if bid >= b.entries:
+            raise ValueError(f'buffer {bid} out of range')
         ar_bufring_recycle(b, bid)
         ar_bufring_publish(b)
 
     def unregister_buffer_ring(self, uint16_t bgid):
-        cdef ar_bufring *b = <ar_bufring *><size_t>self.bufrings.pop(bgid)
+        cdef ar_bufring *b = self._bufring(bgid)
+        del self.bufrings[bgid]
         ar_bufring_free(&self.r, b)
         free(b)
 

@@ -135,6 +135,11 @@ int ar_ring_init(ar_ring *r, unsigned entries, unsigned cq_entries, unsigned wan
 
     memset(r, 0, sizeof(*r));
     r->ring_fd = -1;
+    /* A size the kernel refuses answers EINVAL to every flag set, and the
+     * last sets (no CQSIZE) would then "succeed" with a ring of other sizes
+     * and no features: refuse it here instead. */
+    if (!ar_ring_sizes_valid(entries, cq_entries))
+        return -EINVAL;
     for (i = 0; i < n; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));

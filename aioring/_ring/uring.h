@@ -114,7 +114,36 @@ typedef struct ar_ring {
 #define AR_WANT_NO_SQARRAY     (1U << 1)
 #define AR_WANT_DISABLED       (1U << 2)  /* start R_DISABLED; enable later */
 
+/* The kernel's size limits (IORING_MAX_ENTRIES, IORING_MAX_CQ_ENTRIES). */
+#define AR_MAX_ENTRIES     32768U
+#define AR_MAX_CQ_ENTRIES  (2 * AR_MAX_ENTRIES)
+
+static inline unsigned ar_roundup_pow2(unsigned v)
+{
+    unsigned p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+/* Sizes io_uring_setup accepts (cq_entries 0: the kernel's default, twice
+ * the SQ).  ar_ring_init refuses others with -EINVAL before trying any flag
+ * set, so a bad size is never mistaken for a missing feature. */
+static inline int ar_ring_sizes_valid(unsigned entries, unsigned cq_entries)
+{
+    if (entries == 0 || entries > AR_MAX_ENTRIES)
+        return 0;
+    if (cq_entries != 0 && (cq_entries > AR_MAX_CQ_ENTRIES ||
+                            ar_roundup_pow2(cq_entries) < ar_roundup_pow2(entries)))
+        return 0;
+    return 1;
+}
+
 int ar_ring_init(ar_ring *r, unsigned entries, unsigned cq_entries, unsigned want);
+/* Unmap and close.  A ring descriptor registered with ar_ring_register_ring_fd
+ * keeps the ring alive (and holds one of the thread's 16 slots) until it is
+ * unregistered, which only the registering thread can do: call
+ * ar_ring_unregister_ring_fd from that thread first. */
 void ar_ring_exit(ar_ring *r);
 int ar_ring_enable(ar_ring *r);
 int ar_ring_register_ring_fd(ar_ring *r);
