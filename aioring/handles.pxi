@@ -23,8 +23,9 @@ cdef object _format_callback(object callback, object args, bint debug):
 
 
 cdef object _extract_stack():
-    # Two frames up: past the loop method to the caller, as asyncio does.
-    return _format_helpers.extract_stack(sys._getframe(2))
+    # Cython functions have no Python frames: the innermost frame is already
+    # the code that called the loop method, where asyncio's stack also ends.
+    return _format_helpers.extract_stack(sys._getframe(0))
 
 
 cdef class Handle:

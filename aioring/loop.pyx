@@ -16,13 +16,14 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint64_t, int64_t, uintptr_t
-from libc.errno cimport errno, EINTR, EBUSY, EAGAIN
+from libc.errno cimport errno, EINTR, EBUSY, EAGAIN, ENOSYS
 cdef extern from "errno.h":
     enum: ECANCELED
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from posix.unistd cimport write, close as c_close, getpid
 
 from aioring._ring.ring cimport *
+from aioring._ring.ring import IoUringUnavailable
 
 import asyncio
 import collections
@@ -66,6 +67,14 @@ cdef unsigned CQ_ENTRIES = 4096
 # rather than freed while the kernel might still write into them.
 cdef list _orphaned_operations = []
 
+# What the loop cannot work without; a kernel that lacks one is "too old".
+_REQUIRED_OPS = (
+    (IORING_OP_NOP, 'IORING_OP_NOP'),
+    (IORING_OP_READ, 'IORING_OP_READ'),
+    (IORING_OP_POLL_ADD, 'IORING_OP_POLL_ADD'),
+    (IORING_OP_ASYNC_CANCEL, 'IORING_OP_ASYNC_CANCEL'),
+)
+
 include "handles.pxi"
 include "ops.pxi"
 
@@ -85,7 +94,15 @@ cdef class BaseLoop:
         if ret < 0:
             raise setup_error(-ret)
         self.ring_live = True
-        ret = ar_ring_probe(&self.ring)   # older kernels lack it: all ops unknown
+        ret = ar_ring_probe(&self.ring)
+        missing = [name for op, name in _REQUIRED_OPS if ret < 0 or not ar_op_supported(&self.ring, op)]
+        if missing:
+            ar_ring_exit(&self.ring)
+            self.ring_live = False
+            raise IoUringUnavailable(
+                ENOSYS, 'aioring cannot use io_uring: this kernel is too old (it lacks '
+                + ('IORING_REGISTER_PROBE' if ret < 0 else ', '.join(missing))
+                + '). Fix: run on Linux 5.19 or newer.')
 
         self.ready = collections.deque()
         self.ready_append = self.ready.append
@@ -123,8 +140,9 @@ cdef class BaseLoop:
 
     def __dealloc__(self):
         if self.ring_live:
-            # Never closed: free what is ours.  The kernel side goes with the
-            # ring descriptor.
+            # Never closed (close() is the normal path: Loop.__del__ calls
+            # it).  Completions drained here must not run loop code.
+            self._closed = True
             self._shutdown_ring()
 
     # -- time -------------------------------------------------------------
