@@ -29,6 +29,9 @@ def run(main, *, loop_factory=new_event_loop, debug=None, **run_kwargs):
     """Run a coroutine on an aioring loop, like asyncio.run() (and with the
     signature of uvloop.run())."""
 
+    if not __asyncio.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+
     async def wrapper():
         loop = __asyncio.get_running_loop()
         if not isinstance(loop, Loop):
