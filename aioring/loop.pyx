@@ -85,6 +85,24 @@ cdef class BaseLoop:
     def __cinit__(self, *args, **kwargs):
         cdef int ret
         cdef unsigned want = AR_WANT_DEFER_TASKRUN | AR_WANT_NO_SQARRAY | AR_WANT_DISABLED
+        self.ready = collections.deque()
+        self.ready_append = self.ready.append
+        self.ready_popleft = self.ready.popleft
+        self.timers = []
+        self.timer_seq = 0
+        self.timer_cancelled_count = 0
+        self.clock_resolution = _time_mod.get_clock_info('monotonic').resolution
+        self._debug = _coroutines._is_debug_mode()
+        self._stopping = False
+        # closed until fully built: a loop whose setup failed is never used,
+        # and asyncio's __del__ / close() then leave it alone
+        self._closed = True
+        self._thread_id = None
+        self._current_handle = None
+        self.slow_callback_duration = 0.1
+        self._signal_handlers = {}
+        self.wakeup_fd_set = False
+
         self.ring_live = False
         self.wakeup_fd = -1
         self.signal_rfd = -1
@@ -104,21 +122,6 @@ cdef class BaseLoop:
                 + ('IORING_REGISTER_PROBE' if ret < 0 else ', '.join(missing))
                 + '). Fix: run on Linux 5.19 or newer.')
 
-        self.ready = collections.deque()
-        self.ready_append = self.ready.append
-        self.ready_popleft = self.ready.popleft
-        self.timers = []
-        self.timer_seq = 0
-        self.timer_cancelled_count = 0
-        self.clock_resolution = _time_mod.get_clock_info('monotonic').resolution
-        self._debug = _coroutines._is_debug_mode()
-        self._stopping = False
-        self._closed = False
-        self._thread_id = None
-        self._current_handle = None
-        self.slow_callback_duration = 0.1
-        self._signal_handlers = {}
-        self.wakeup_fd_set = False
 
         # The cross-thread wake-up: an eventfd with a read always pending in
         # the ring.  Blocking on purpose: io_uring then waits on it through
@@ -134,6 +137,7 @@ cdef class BaseLoop:
         # The signal wake-up socket (asyncio's self-pipe): what
         # signal.set_wakeup_fd writes signal numbers into.
         self._ensure_signal_socket()
+        self._closed = False
 
     def __init__(self):
         pass

@@ -311,7 +311,7 @@ cdef class Ring:
         cdef io_uring_sqe *sqe = ar_get_sqe(&self.r)
         if sqe == NULL:
             return False
-        # A 0-byte write through the slot through the slot: EBADF when empty.
+        # A 0-byte write through the slot: EBADF when empty.
         ar_prep_write(sqe, slot, NULL, 0, 0, user_data)
         sqe.flags = IOSQE_FIXED_FILE
         return True
