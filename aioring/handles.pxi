@@ -147,21 +147,22 @@ cdef class TimerHandle(Handle):
     def __init__(self, when, callback, args, loop, context=None):
         Handle.__init__(self, callback, args, loop, context)
         self.due = when
+        self.when_given = when
 
     @property
     def _when(self):
-        return self.due
+        return self.due if self.when_given is None else self.when_given
 
     @property
     def _scheduled(self):
         return self.scheduled
 
     def when(self):
-        return self.due
+        return self.due if self.when_given is None else self.when_given
 
     cdef list _repr_info(self):
         cdef list info = Handle._repr_info(self)
-        info.insert(2 if self.is_cancelled else 1, f'when={self.due}')
+        info.insert(2 if self.is_cancelled else 1, f'when={self.when()}')
         return info
 
     def __hash__(self):

@@ -27,6 +27,7 @@ cdef class Handle:
 cdef class TimerHandle(Handle):
     cdef:
         double due              # loop.time() at which it runs
+        object when_given       # call_at's `when` as given (int stays int), or None
         bint scheduled          # in the loop's timer heap
         unsigned long long seq  # ties between equal `when`s run first-in first-out
 
@@ -54,7 +55,7 @@ cdef class BaseLoop:
     cdef:
         ar_ring ring
         bint ring_live
-        object ring_thread      # thread ident that enabled the ring (SINGLE_ISSUER)
+        object ring_thread      # native id of the thread that drives the ring (SINGLE_ISSUER)
         int pid                 # the process that created the ring
         int inflight            # operations submitted and not finally completed
 
@@ -77,8 +78,6 @@ cdef class BaseLoop:
         int signal_rfd
         int signal_wfd
         InternalRead signal_op
-        object old_wakeup_fd    # what set_wakeup_fd returned when we set ours
-        bint wakeup_fd_set
         public object _ssock    # read end (names as in asyncio's loop)
         public object _csock    # write end, given to signal.set_wakeup_fd
 
@@ -104,6 +103,9 @@ cdef class BaseLoop:
     cdef _submit_internal_read(self, InternalRead op)
     cdef _internal_read_done(self, InternalRead op, int res)
     cdef _wake(self)
-    cdef _ensure_signal_socket(self)
+    cdef _open_ring(self)
+    cdef _arm_internal_reads(self)
+    cdef _orphan_internal_reads(self)
+    cdef _move_ring_to_this_thread(self)
     cdef _prepare_ring_for_thread(self)
     cdef _shutdown_ring(self)

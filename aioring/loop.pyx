@@ -49,6 +49,7 @@ cdef extern from "sys/eventfd.h" nogil:
 
 cdef object _Future = asyncio.Future
 cdef object _get_ident = threading.get_ident
+cdef object _get_native_id = threading.get_native_id
 cdef object _set_running_loop = _events._set_running_loop
 cdef object _get_running_loop = _events._get_running_loop
 cdef double MAXIMUM_TIMEOUT = _base_events.MAXIMUM_SELECT_TIMEOUT
@@ -83,8 +84,6 @@ cdef class BaseLoop:
     """The Cython core of aioring.Loop; use aioring.Loop."""
 
     def __cinit__(self, *args, **kwargs):
-        cdef int ret
-        cdef unsigned want = AR_WANT_DEFER_TASKRUN | AR_WANT_NO_SQARRAY | AR_WANT_DISABLED
         self.ready = collections.deque()
         self.ready_append = self.ready.append
         self.ready_popleft = self.ready.popleft
@@ -101,13 +100,39 @@ cdef class BaseLoop:
         self._current_handle = None
         self.slow_callback_duration = 0.1
         self._signal_handlers = {}
-        self.wakeup_fd_set = False
 
         self.ring_live = False
         self.wakeup_fd = -1
         self.signal_rfd = -1
         self.signal_wfd = -1
         self.pid = getpid()
+        self._open_ring()
+
+        # The cross-thread wake-up: an eventfd with a read always pending in
+        # the ring.  Blocking on purpose: io_uring then waits on it through
+        # its internal poll instead of failing the read with EAGAIN.
+        self.wakeup_fd = eventfd(0, EFD_CLOEXEC)
+        if self.wakeup_fd < 0:
+            raise OSError(errno, os.strerror(errno))
+        # The signal wake-up socket (asyncio's self-pipe): what
+        # signal.set_wakeup_fd writes signal numbers into.
+        rsock, wsock = socket.socketpair()
+        wsock.setblocking(False)       # signal.set_wakeup_fd requires it
+        self._ssock = rsock
+        self._csock = wsock
+        self.signal_rfd = rsock.fileno()
+        self.signal_wfd = wsock.fileno()
+        self._arm_internal_reads()
+        self._closed = False
+
+    def __init__(self):
+        pass
+
+    cdef _open_ring(self):
+        # Disabled at first: the thread that first runs the loop, not the one
+        # that creates it, becomes the ring's single issuer.
+        cdef int ret
+        cdef unsigned want = AR_WANT_DEFER_TASKRUN | AR_WANT_NO_SQARRAY | AR_WANT_DISABLED
         ret = ar_ring_init(&self.ring, SQ_ENTRIES, CQ_ENTRIES, want)
         if ret < 0:
             raise setup_error(-ret)
@@ -122,25 +147,6 @@ cdef class BaseLoop:
                 + ('IORING_REGISTER_PROBE' if ret < 0 else ', '.join(missing))
                 + '). Fix: run on Linux 5.19 or newer.')
 
-
-        # The cross-thread wake-up: an eventfd with a read always pending in
-        # the ring.  Blocking on purpose: io_uring then waits on it through
-        # its internal poll instead of failing the read with EAGAIN.
-        self.wakeup_fd = eventfd(0, EFD_CLOEXEC)
-        if self.wakeup_fd < 0:
-            raise OSError(errno, os.strerror(errno))
-        self.wakeup_op = InternalRead.__new__(InternalRead)
-        self.wakeup_op.loop = self
-        self.wakeup_op.fd = self.wakeup_fd
-        self.wakeup_op.kind = READ_WAKEUP
-        self._submit_internal_read(self.wakeup_op)
-        # The signal wake-up socket (asyncio's self-pipe): what
-        # signal.set_wakeup_fd writes signal numbers into.
-        self._ensure_signal_socket()
-        self._closed = False
-
-    def __init__(self):
-        pass
 
     def __dealloc__(self):
         if self.ring_live:
@@ -248,7 +254,9 @@ cdef class BaseLoop:
         if self._debug:
             self._check_thread_fast()
             self._check_callback(callback, 'call_at')
-        return self._call_at(when, callback, args, context)
+        timer = self._call_at(when, callback, args, context)
+        timer.when_given = when
+        return timer
 
     def call_later(self, delay, callback, *args, context=None):
         if delay is None:
@@ -520,20 +528,48 @@ cdef class BaseLoop:
             self.wakeup_writes += 1
             write(self.wakeup_fd, &one, sizeof(one))
 
-    cdef _ensure_signal_socket(self):
-        if self.signal_op is not None:
-            return
-        rsock, wsock = socket.socketpair()
-        wsock.setblocking(False)       # signal.set_wakeup_fd requires it
-        self._ssock = rsock
-        self._csock = wsock
-        self.signal_rfd = rsock.fileno()
-        self.signal_wfd = wsock.fileno()
+    cdef _arm_internal_reads(self):
+        self.wakeup_op = InternalRead.__new__(InternalRead)
+        self.wakeup_op.loop = self
+        self.wakeup_op.fd = self.wakeup_fd
+        self.wakeup_op.kind = READ_WAKEUP
+        self._submit_internal_read(self.wakeup_op)
         self.signal_op = InternalRead.__new__(InternalRead)
         self.signal_op.loop = self
         self.signal_op.fd = self.signal_rfd
         self.signal_op.kind = READ_SIGNALS
         self._submit_internal_read(self.signal_op)
+
+    cdef _orphan_internal_reads(self):
+        # For a ring that goes away while the kernel may still hold these
+        # reads: keep their buffers alive for good rather than free them.
+        for op in (self.wakeup_op, self.signal_op):
+            if op is not None and (<Operation>op).in_flight:
+                (<InternalRead>op).loop = None
+                (<Operation>op).in_flight = False
+                self.inflight -= 1
+                _orphaned_operations.append(op)   # keeps the submission's reference
+        self.wakeup_op = self.signal_op = None
+
+    cdef _move_ring_to_this_thread(self):
+        # A single-issuer ring cannot change threads.  While nothing but the
+        # loop's own reads is in flight, a new ring for this thread replaces
+        # it; with user I/O in flight that would lose data, so refuse.
+        cdef int internal = 0
+        for op in (self.wakeup_op, self.signal_op):
+            if op is not None and (<Operation>op).in_flight:
+                internal += 1
+        if self.inflight != internal:
+            raise RuntimeError(
+                'aioring: this event loop has I/O in flight on the io_uring of the '
+                'thread that ran it last (a single-issuer ring); run it from that '
+                'thread, or close its transports first')
+        self._orphan_internal_reads()
+        ar_ring_exit(&self.ring)
+        self.ring_live = False
+        self.wakeup_written = False
+        self._open_ring()
+        self._arm_internal_reads()
 
     # -- running ----------------------------------------------------------------
 
@@ -543,7 +579,9 @@ cdef class BaseLoop:
                 f'aioring: this event loop was created in process {self.pid} and '
                 f'cannot be used after fork(); create a new loop in the child '
                 f'(aioring.new_event_loop())')
-        ident = _get_ident()
+        # The kernel's thread id, not threading.get_ident(): a new thread may
+        # get an exited thread's get_ident(), but not its task.
+        ident = _get_native_id()
         if not self.ring.enabled:
             # The ring starts disabled so that the thread that runs the loop,
             # not the one that created it, becomes its single issuer.
@@ -556,10 +594,9 @@ cdef class BaseLoop:
             self.ring_thread = ident
         elif self.ring_thread != ident:
             if self.ring.setup_flags & IORING_SETUP_SINGLE_ISSUER:
-                raise RuntimeError(
-                    'aioring: this event loop is bound to the thread that first ran '
-                    'it (its io_uring is single-issuer); run it from that thread, '
-                    'or create a new loop in this one')
+                self._move_ring_to_this_thread()
+                self._prepare_ring_for_thread()
+                return
             # A registered ring descriptor is private to the thread that
             # registered it: use the plain one from here on.
             self.ring.enter_fd = self.ring.ring_fd
@@ -576,11 +613,6 @@ cdef class BaseLoop:
         sys.set_asyncgen_hooks(
             firstiter=self._asyncgen_firstiter_hook,
             finalizer=self._asyncgen_finalizer_hook)
-        if threading.current_thread() is threading.main_thread():
-            # Signals then wake the ring even when they land between two
-            # io_uring_enter calls.
-            self.old_wakeup_fd = signal.set_wakeup_fd(self.signal_wfd)
-            self.wakeup_fd_set = True
         _set_running_loop(self)
 
     def _run_forever_cleanup(self):
@@ -588,11 +620,6 @@ cdef class BaseLoop:
         self._thread_id = None
         _set_running_loop(None)
         self._set_coroutine_origin_tracking(False)
-        if self.wakeup_fd_set:
-            self.wakeup_fd_set = False
-            if not self._signal_handlers:
-                signal.set_wakeup_fd(self.old_wakeup_fd)
-            self.old_wakeup_fd = None
         if self._old_agen_hooks is not None:
             sys.set_asyncgen_hooks(*self._old_agen_hooks)
             self._old_agen_hooks = None
@@ -644,33 +671,32 @@ cdef class BaseLoop:
         self._shutdown_ring()
 
     cdef _shutdown_ring(self):
-        cdef int rounds
-        cdef list ops = [op for op in (self.wakeup_op, self.signal_op)
-                         if op is not None and (<Operation>op).in_flight]
+        cdef int rounds = 0
         if not self.ring_live:
             return
         can_drive = (getpid() == self.pid and
                      (not self.ring.enabled or self.ring_thread is None or
-                      self.ring_thread == _get_ident()))
-        if ops and self.ring.enabled and can_drive:
-            # Cancel, then wait for the final completions: the kernel must be
-            # done with a buffer before it is freed.
-            for op in ops:
-                prep_cancel(&self.ring, <Operation>op)
-            rounds = 0
-            while self.inflight > 0 and rounds < 100:
-                ret = ar_ring_submit_and_wait(&self.ring, 1, 10000000)
-                self._process_completions()
-                rounds += 1
-        for op in ops:
-            if (<Operation>op).in_flight:
-                if not self.ring.enabled:
-                    # never reached the kernel: ours to drop
+                      self.ring_thread == _get_native_id()))
+        if not self.ring.enabled:
+            # nothing reached the kernel: the queued reads are ours to drop
+            for op in (self.wakeup_op, self.signal_op):
+                if op is not None and (<Operation>op).in_flight:
                     (<Operation>op).in_flight = False
                     self.inflight -= 1
                     Py_DECREF(op)
-                else:
-                    _orphaned_operations.append(op)
+        elif can_drive and self.inflight > 0:
+            # Cancel, then wait for the final completions: the kernel must be
+            # done with a buffer before it is freed.
+            for op in (self.wakeup_op, self.signal_op):
+                if op is not None and (<Operation>op).in_flight:
+                    prep_cancel(&self.ring, <Operation>op)
+            while self.inflight > 0 and rounds < 100:
+                ar_ring_submit_and_wait(&self.ring, 1, 10000000)
+                self._process_completions()
+                rounds += 1
+        # whatever is still in flight (forked child, foreign thread, a stuck
+        # request) keeps its buffer for good
+        self._orphan_internal_reads()
         if self.ring.enabled and can_drive:
             ar_ring_unregister_ring_fd(&self.ring)
         ar_ring_exit(&self.ring)
@@ -678,7 +704,7 @@ cdef class BaseLoop:
         if self.wakeup_fd >= 0:
             c_close(self.wakeup_fd)
             self.wakeup_fd = -1
-        if self.signal_op is not None:
+        if self._ssock is not None:
             self._ssock.close()
             self._csock.close()
             self.signal_rfd = self.signal_wfd = -1
