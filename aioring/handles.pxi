@@ -8,6 +8,7 @@
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 
 import inspect as _inspect
+from contextvars import Context as _Context
 from asyncio import format_helpers as _format_helpers
 
 # 3.13 added a keyword-only `debug` to this private helper.
@@ -117,14 +118,19 @@ cdef class Handle:
         cdef object args = self.args
         cdef object context = self.context
         try:
-            PyContext_Enter(context)
-            try:
-                if args:
-                    callback(*args)
-                else:
-                    callback()
-            finally:
-                PyContext_Exit(context)
+            if type(context) is not _Context:
+                # whatever the caller passed as context=: asyncio calls its
+                # run(), and so do we
+                context.run(callback, *args)
+            else:
+                PyContext_Enter(context)
+                try:
+                    if args:
+                        callback(*args)
+                    else:
+                        callback()
+                finally:
+                    PyContext_Exit(context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -1,5 +1,6 @@
 # Declarations of the loop extension: handles, operation records and the loop.
 from libc.stdint cimport uint64_t, int64_t
+from cpython.ref cimport PyObject
 from aioring._ring.ring cimport ar_ring
 
 
@@ -45,7 +46,10 @@ cdef class InternalRead(Operation):
     # A read the loop keeps pending on one of its own descriptors: the
     # cross-thread wake-up eventfd and the signal wake-up socket.
     cdef:
-        BaseLoop loop
+        # Borrowed: the loop owns its reads, and a strong reference back
+        # would keep an unclosed loop alive for ever (the kernel's reference
+        # to the read holds the read).  Cleared when the loop lets go.
+        PyObject *loop
         int fd
         int kind
         char buf[512]

@@ -279,8 +279,8 @@ cdef class BaseLoop:
     def _write_to_self(self):
         self._wake()
 
-    def _timer_handle_cancelled(self, TimerHandle handle):
-        if handle.scheduled:
+    def _timer_handle_cancelled(self, handle):
+        if handle._scheduled:
             self.timer_cancelled_count += 1
 
     def create_future(self):
@@ -445,9 +445,12 @@ cdef class BaseLoop:
         # EBUSY/EAGAIN: the kernel wants its completions reaped first; the
         # SQEs stay queued and go with the next enter.
         self._process_completions()
-        if ret == -EINTR:
-            # A signal woke us: run Python's handlers now (KeyboardInterrupt
-            # propagates from here, as from the stock loop's select()).
+        if timeout_ns != 0:
+            # A signal may have cut the wait short (io_uring_enter reports
+            # EINTR only when it submitted nothing): run Python's handlers
+            # now, as the stock loop's select() does.  KeyboardInterrupt
+            # propagates from here.  Cheap: a flag check outside the main
+            # thread or when no signal is pending.
             PyErr_CheckSignals()
 
     cdef _process_completions(self):
@@ -530,12 +533,12 @@ cdef class BaseLoop:
 
     cdef _arm_internal_reads(self):
         self.wakeup_op = InternalRead.__new__(InternalRead)
-        self.wakeup_op.loop = self
+        self.wakeup_op.loop = <PyObject *>self
         self.wakeup_op.fd = self.wakeup_fd
         self.wakeup_op.kind = READ_WAKEUP
         self._submit_internal_read(self.wakeup_op)
         self.signal_op = InternalRead.__new__(InternalRead)
-        self.signal_op.loop = self
+        self.signal_op.loop = <PyObject *>self
         self.signal_op.fd = self.signal_rfd
         self.signal_op.kind = READ_SIGNALS
         self._submit_internal_read(self.signal_op)
@@ -545,7 +548,7 @@ cdef class BaseLoop:
         # reads: keep their buffers alive for good rather than free them.
         for op in (self.wakeup_op, self.signal_op):
             if op is not None and (<Operation>op).in_flight:
-                (<InternalRead>op).loop = None
+                (<InternalRead>op).loop = NULL
                 (<Operation>op).in_flight = False
                 self.inflight -= 1
                 _orphaned_operations.append(op)   # keeps the submission's reference

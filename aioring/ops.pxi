@@ -19,7 +19,8 @@ cdef inline uint64_t op_user_data(Operation op):
 
 cdef class InternalRead(Operation):
     cdef complete(self, int res, unsigned flags):
-        self.loop._internal_read_done(self, res)
+        if self.loop != NULL:
+            (<BaseLoop>self.loop)._internal_read_done(self, res)
 
 
 cdef int prep_read(ar_ring *ring, Operation op, int fd, void *buf, unsigned n) except -1:
