@@ -27,7 +27,8 @@ def loop_factories():
     return factories
 
 
-def bench_call_soon(loop, n):
+def counting_callback(loop, n):
+    """A callback, and a future that completes on its n-th call."""
     done = loop.create_future()
     count = 0
 
@@ -37,6 +38,11 @@ def bench_call_soon(loop, n):
         if count == n:
             done.set_result(None)
 
+    return cb, done
+
+
+def bench_call_soon(loop, n):
+    cb, done = counting_callback(loop, n)
     t0 = time.perf_counter()
     for _ in range(n):
         loop.call_soon(cb)
@@ -45,14 +51,7 @@ def bench_call_soon(loop, n):
 
 
 def bench_call_later(loop, n):
-    done = loop.create_future()
-    count = 0
-
-    def cb():
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set_result(None)
+    cb, done = counting_callback(loop, n)
 
     t0 = time.perf_counter()
     for i in range(n):
@@ -74,14 +73,7 @@ def bench_future_round_trip(loop, n):
 
 
 def bench_threadsafe(loop, n):
-    done = loop.create_future()
-    count = 0
-
-    def cb():
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set_result(None)
+    cb, done = counting_callback(loop, n)
 
     def producer():
         for _ in range(n):
