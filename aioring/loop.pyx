@@ -12,7 +12,6 @@ handler registration) are taken from the running CPython's own asyncio at
 import time, so they behave exactly as the stock loop of that version does;
 the hot paths are written here in Cython.
 """
-cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint64_t, int64_t, uintptr_t
@@ -27,7 +26,6 @@ from aioring._ring.ring import IoUringUnavailable
 
 import asyncio
 import collections
-import concurrent.futures
 import os
 import signal
 import socket
@@ -39,7 +37,6 @@ import warnings
 from asyncio import base_events as _base_events
 from asyncio import coroutines as _coroutines
 from asyncio import events as _events
-from asyncio import futures as _futures
 from asyncio import unix_events as _unix_events
 from asyncio.log import logger as _logger
 
@@ -364,7 +361,7 @@ cdef class BaseLoop:
         cdef TimerHandle t
         cdef Py_ssize_t ntodo, i
         cdef object handle
-        cdef Handle h
+        cdef bint own
         cdef double t0, dt
 
         self._timers_purge()
@@ -395,22 +392,16 @@ cdef class BaseLoop:
         ntodo = len(self.ready)
         for i in range(ntodo):
             handle = self.ready_popleft()
-            if isinstance(handle, Handle):
-                h = <Handle>handle
-                if h.is_cancelled:
-                    continue
-                if self._debug:
-                    self._run_debug(handle)
-                else:
-                    h.run()
+            own = isinstance(handle, Handle)
+            # (a foreign asyncio.Handle may come in through _add_callback)
+            if (<Handle>handle).is_cancelled if own else handle._cancelled:
+                continue
+            if self._debug:
+                self._run_debug(handle)
+            elif own:
+                (<Handle>handle).run()
             else:
-                # a foreign handle (asyncio.Handle) given to _add_callback
-                if handle._cancelled:
-                    continue
-                if self._debug:
-                    self._run_debug(handle)
-                else:
-                    handle._run()
+                handle._run()
         handle = None
 
     def _run_debug(self, handle):
