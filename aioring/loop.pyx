@@ -499,13 +499,13 @@ cdef class BaseLoop:
         self.inflight += 1
 
     cdef _internal_read_done(self, InternalRead op, int res):
+        cdef bytes data = None
         if self._closed or not self.ring_live:
             return
         if op.kind == READ_WAKEUP:
             self.wakeup_written = False
         elif res > 0:
-            self._process_self_data(op.buf[:res])
-            PyErr_CheckSignals()
+            data = op.buf[:res]     # copied before the buffer goes back to the kernel
         if res < 0 and res != -EINTR and res != -EAGAIN:
             if res != -ECANCELED:
                 self.call_exception_handler({
@@ -513,7 +513,12 @@ cdef class BaseLoop:
                     'exception': OSError(-res, os.strerror(-res)),
                 })
             return
+        # Re-arm first: a signal handler below may raise (KeyboardInterrupt),
+        # and the descriptor must stay watched all the same.
         self._submit_internal_read(op)
+        if data is not None:
+            self._process_self_data(data)
+            PyErr_CheckSignals()
 
     cdef _wake(self):
         cdef uint64_t one = 1

@@ -4,10 +4,7 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import threading
-
-import pytest
 
 import aioring
 from _loop_helpers import run_python

@@ -268,35 +268,54 @@ async def test_signal_seen_by_busy_loop():
 
 
 _AFTER_KBI = r"""
-import asyncio, os, signal, sys, threading, aioring
+import asyncio, faulthandler, os, signal, sys, threading, aioring
+faulthandler.dump_traceback_later(8, exit=True)     # never hang
 factory = {"asyncio": asyncio.SelectorEventLoop, "aioring": aioring.new_event_loop}[sys.argv[1]]
+how = sys.argv[2]
 loop = factory()
+got = []
 
-def kill_later(sig):
-    threading.Timer(0.1, os.kill, (os.getpid(), sig)).start()
+def on_usr1():
+    got.append("usr1")
+    loop.stop()
 
+def sigint_later():
+    if how == "other-thread":
+        # the C-level handler runs in that thread while the loop sleeps
+        threading.Timer(0.1, lambda: signal.pthread_kill(threading.get_ident(),
+                                                         signal.SIGINT)).start()
+    else:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+if how != "no-handler":
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1)
 for i in range(3):
-    kill_later(signal.SIGINT)
+    sigint_later()
     try:
         loop.run_forever()              # asleep: no callbacks, no timers
     except KeyboardInterrupt:
-        print("KeyboardInterrupt")
-    got = loop.create_future()
-    loop.add_signal_handler(signal.SIGUSR1, got.set_result, "usr1")
-    kill_later(signal.SIGUSR1)
-    loop.call_later(2, lambda: got.done() or got.set_result("no handler call"))
-    print(loop.run_until_complete(got))
-    loop.remove_signal_handler(signal.SIGUSR1)
+        print("KeyboardInterrupt", flush=True)
+    if how == "no-handler":
+        loop.add_signal_handler(signal.SIGUSR1, on_usr1)
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+    h = loop.call_later(2, loop.stop)
+    loop.run_forever()
+    h.cancel()
+    print(got.pop() if got else "no-handler-call", flush=True)
+    if how == "no-handler":
+        loop.remove_signal_handler(signal.SIGUSR1)
 loop.close()
 """
 
 
-def test_signal_handlers_work_after_keyboard_interrupt(loop_name):
+@pytest.mark.parametrize("how", ["no-handler", "process", "other-thread"])
+def test_signal_handlers_work_after_keyboard_interrupt(loop_name, how):
     # Ctrl-C interrupts run_forever(); a program that catches it and goes on
-    # (a REPL, a supervisor) still gets its signal handlers called.
-    proc = run_python(_AFTER_KBI, loop_name)
+    # (a REPL, a supervisor) still gets its signal handlers called, and
+    # the next Ctrl-C still wakes the loop.
+    proc = run_python(_AFTER_KBI, loop_name, how)
+    assert proc.stdout.split() == ["KeyboardInterrupt", "usr1"] * 3, proc.stderr
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["KeyboardInterrupt", "usr1"] * 3
 
 
 # -- Ctrl-C ------------------------------------------------------------------------
