@@ -80,6 +80,40 @@ def kick_after(loop, fut, seconds):
             signal.signal(signal.SIGUSR2, old)
 
 
+async def call_soon_threadsafe_from_threads(loop, nthreads, per_thread, timeout=10):
+    """`nthreads` threads start together and each calls
+    loop.call_soon_threadsafe(record, t, i) for i in range(per_thread).
+    Returns {t: [i, ...]} in the order the callbacks ran, once all have run."""
+    got = {t: [] for t in range(nthreads)}
+    done = loop.create_future()
+    count = 0
+
+    def record(t, i):
+        nonlocal count
+        got[t].append(i)
+        count += 1
+        if count == nthreads * per_thread:
+            done.set_result(None)
+
+    barrier = threading.Barrier(nthreads)
+
+    def worker(t):
+        barrier.wait()
+        for i in range(per_thread):
+            loop.call_soon_threadsafe(record, t, i)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+    for th in threads:
+        th.start()
+    try:
+        with kick_after(loop, done, timeout):
+            await done
+    finally:
+        for th in threads:
+            th.join()
+    return got
+
+
 def python_env(**extra):
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

@@ -4,10 +4,9 @@ import asyncio
 import json
 import os
 import signal
-import threading
 
 import aioring
-from _loop_helpers import run_python
+from _loop_helpers import call_soon_threadsafe_from_threads, run_python
 
 
 def io_uring_fds():
@@ -41,28 +40,8 @@ async def _program():
     report["gather"] = await asyncio.gather(*tasks)
 
     # call_soon_threadsafe from 8 threads
-    nthreads, per_thread = 8, 1000
-    got = {t: [] for t in range(nthreads)}
-    all_in = loop.create_future()
-    count = 0
-
-    def record(t, i):
-        nonlocal count
-        got[t].append(i)
-        count += 1
-        if count == nthreads * per_thread:
-            all_in.set_result(None)
-
-    def worker(t):
-        for i in range(per_thread):
-            loop.call_soon_threadsafe(record, t, i)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
-    for th in threads:
-        th.start()
-    await asyncio.wait_for(all_in, 10)
-    for th in threads:
-        th.join()
+    per_thread = 1000
+    got = await call_soon_threadsafe_from_threads(loop, 8, per_thread)
     report["threads"] = all(got[t] == list(range(per_thread)) for t in got)
 
     # run_in_executor

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import aioring
-from _loop_helpers import kick_after, run_briefly
+from _loop_helpers import call_soon_threadsafe_from_threads, kick_after, run_briefly
 
 FACTORIES = {"asyncio": asyncio.SelectorEventLoop,
              "aioring": aioring.new_event_loop}
@@ -26,34 +26,8 @@ def noop(*args):
 async def test_threadsafe_from_8_threads():
     loop = asyncio.get_running_loop()
     nthreads, per_thread = 8, 1000
-    got = {t: [] for t in range(nthreads)}
-    done = loop.create_future()
-    count = 0
-
-    def record(t, i):
-        nonlocal count
-        got[t].append(i)
-        count += 1
-        if count == nthreads * per_thread:
-            done.set_result(None)
-
-    barrier = threading.Barrier(nthreads)
-
-    def worker(t):
-        barrier.wait()
-        for i in range(per_thread):
-            loop.call_soon_threadsafe(record, t, i)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
-    for th in threads:
-        th.start()
-    try:
-        with kick_after(loop, done, 10):
-            await done
-    finally:
-        for th in threads:
-            th.join()
-    assert count == nthreads * per_thread
+    got = await call_soon_threadsafe_from_threads(loop, nthreads, per_thread)
+    assert sum(len(calls) for calls in got.values()) == nthreads * per_thread
     for t in range(nthreads):
         assert got[t] == list(range(per_thread))
 
