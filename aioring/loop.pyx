@@ -596,10 +596,8 @@ cdef class BaseLoop:
                 self._move_ring_to_this_thread()
                 self._prepare_ring_for_thread()
                 return
-            # A registered ring descriptor is private to the thread that
-            # registered it: use the plain one from here on.
-            self.ring.enter_fd = self.ring.ring_fd
-            self.ring.enter_flags &= ~IORING_ENTER_REGISTERED_RING
+            # the registered ring descriptor belongs to the old thread
+            ar_ring_release_ring_fd(&self.ring)
             self.ring_thread = ident
 
     def _run_forever_setup(self):
@@ -696,8 +694,6 @@ cdef class BaseLoop:
         # whatever is still in flight (forked child, foreign thread, a stuck
         # request) keeps its buffer for good
         self._orphan_internal_reads()
-        if self.ring.enabled and can_drive:
-            ar_ring_unregister_ring_fd(&self.ring)
         ar_ring_exit(&self.ring)
         self.ring_live = False
         if self.wakeup_fd >= 0:

@@ -96,6 +96,7 @@ cdef extern from "uring.h" nogil:
     int ar_ring_enable(ar_ring *r)
     int ar_ring_register_ring_fd(ar_ring *r)
     int ar_ring_unregister_ring_fd(ar_ring *r)
+    void ar_ring_release_ring_fd(ar_ring *r)
     int ar_ring_probe(ar_ring *r)
     unsigned ar_ring_flush(ar_ring *r)
     int ar_ring_submit_and_wait(ar_ring *r, unsigned wait_nr, int64_t timeout_ns)

@@ -13,7 +13,6 @@ from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize
 import errno as _errno
 import os
-import threading
 
 
 class IoUringUnavailable(OSError):
@@ -71,7 +70,6 @@ cdef class Ring:
     cdef bint live
     cdef dict buffers       # user_data -> bytearray the kernel reads into
     cdef dict bufrings      # bgid -> capsule-free pointer kept as int
-    cdef object ring_fd_owner   # (pid, thread ident) that registered the ring fd
 
     def __cinit__(self, unsigned entries=8, unsigned cq_entries=0, *,
                   bint defer_taskrun=True, bint no_sqarray=True,
@@ -81,7 +79,6 @@ cdef class Ring:
         self.live = False
         self.buffers = {}
         self.bufrings = {}
-        self.ring_fd_owner = None
         if not ar_ring_sizes_valid(entries, cq_entries):
             raise ValueError(f'invalid ring sizes: entries={entries}, cq_entries={cq_entries}')
         if defer_taskrun:
@@ -107,12 +104,6 @@ cdef class Ring:
             ar_bufring_free(&self.r, b)
             free(b)
         self.bufrings.clear()
-        # A registered ring fd pins the ring (and one of the thread's 16 slots)
-        # until unregistered; only the registering thread can do that.
-        if (self.ring_fd_owner is not None and
-                self.ring_fd_owner == (os.getpid(), threading.get_ident())):
-            ar_ring_unregister_ring_fd(&self.r)
-        self.ring_fd_owner = None
         ar_ring_exit(&self.r)
         self.live = False
 
@@ -176,12 +167,10 @@ cdef class Ring:
     def register_ring_fd(self):
         self._check()
         _raise_on(ar_ring_register_ring_fd(&self.r))
-        self.ring_fd_owner = (os.getpid(), threading.get_ident())
 
     def unregister_ring_fd(self):
         self._check()
         _raise_on(ar_ring_unregister_ring_fd(&self.r))
-        self.ring_fd_owner = None
 
     def probe(self):
         """The set of opcodes this kernel supports."""

@@ -171,6 +171,7 @@ void ar_ring_exit(ar_ring *r)
 {
     if (r->ring_fd < 0)
         return;
+    ar_ring_release_ring_fd(r);
     munmap(r->sqes, r->sqes_map_size);
     if (r->cq_map != r->sq_map)
         munmap(r->cq_map, r->cq_map_size);
@@ -207,6 +208,7 @@ int ar_ring_register_ring_fd(ar_ring *r)
         return ret < 0 ? ret : -EINVAL;
     r->enter_fd = (int)up.offset;
     r->enter_flags |= IORING_ENTER_REGISTERED_RING;
+    r->ring_fd_tid = (int)syscall(SYS_gettid);
     return 0;
 }
 
@@ -223,7 +225,20 @@ int ar_ring_unregister_ring_fd(ar_ring *r)
         return ret < 0 ? ret : -EINVAL;
     r->enter_fd = r->ring_fd;
     r->enter_flags &= ~IORING_ENTER_REGISTERED_RING;
+    r->ring_fd_tid = 0;
     return 0;
+}
+
+void ar_ring_release_ring_fd(ar_ring *r)
+{
+    if (!(r->enter_flags & IORING_ENTER_REGISTERED_RING))
+        return;
+    if (r->ring_fd_tid == (int)syscall(SYS_gettid) &&
+        ar_ring_unregister_ring_fd(r) == 0)
+        return;
+    r->enter_fd = r->ring_fd;
+    r->enter_flags &= ~IORING_ENTER_REGISTERED_RING;
+    r->ring_fd_tid = 0;
 }
 
 int ar_ring_probe(ar_ring *r)

@@ -67,6 +67,7 @@ typedef struct ar_ring {
     int ring_fd;                 /* the io_uring descriptor */
     int enter_fd;                /* ring_fd, or its index once registered */
     unsigned enter_flags;        /* IORING_ENTER_REGISTERED_RING once registered */
+    int ring_fd_tid;             /* kernel thread id that registered it (0: none) */
     unsigned setup_flags;        /* the flags the kernel accepted */
     unsigned features;           /* params.features */
     int enabled;                 /* 0 while IORING_SETUP_R_DISABLED holds */
@@ -140,14 +141,18 @@ static inline int ar_ring_sizes_valid(unsigned entries, unsigned cq_entries)
 }
 
 int ar_ring_init(ar_ring *r, unsigned entries, unsigned cq_entries, unsigned want);
-/* Unmap and close.  A ring descriptor registered with ar_ring_register_ring_fd
- * keeps the ring alive (and holds one of the thread's 16 slots) until it is
- * unregistered, which only the registering thread can do: call
- * ar_ring_unregister_ring_fd from that thread first. */
+/* Unmap and close; first lets go of a registered ring descriptor
+ * (ar_ring_release_ring_fd). */
 void ar_ring_exit(ar_ring *r);
 int ar_ring_enable(ar_ring *r);
 int ar_ring_register_ring_fd(ar_ring *r);
 int ar_ring_unregister_ring_fd(ar_ring *r);
+/* Stop entering through the registered descriptor.  A registered ring fd is
+ * private to the thread that registered it and pins the ring (and one of that
+ * thread's 16 slots) until unregistered, which only that thread can do: from
+ * it, unregister; from any other thread, just go back to the plain fd (the
+ * slot is freed when the registering thread exits). */
+void ar_ring_release_ring_fd(ar_ring *r);
 int ar_ring_probe(ar_ring *r);
 
 /* Publish the SQEs handed out so far.  Returns how many are pending for the
