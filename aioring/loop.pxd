@@ -39,6 +39,10 @@ cdef class Operation:
     # CQE without IORING_CQE_F_MORE), so everything the kernel may touch
     # stays alive that long.
     cdef bint in_flight
+    # Borrowed: the loop owns its operations, and a strong reference back
+    # would keep an unclosed loop alive for ever (the kernel's reference to
+    # the operation holds the operation).  NULL once the loop lets go.
+    cdef PyObject *loop
     cdef complete(self, int res, unsigned flags)
 
 
@@ -46,13 +50,19 @@ cdef class InternalRead(Operation):
     # A read the loop keeps pending on one of its own descriptors: the
     # cross-thread wake-up eventfd and the signal wake-up socket.
     cdef:
-        # Borrowed: the loop owns its reads, and a strong reference back
-        # would keep an unclosed loop alive for ever (the kernel's reference
-        # to the read holds the read).  Cleared when the loop lets go.
-        PyObject *loop
         int fd
         int kind
         char buf[512]
+
+
+cdef class PollOp(Operation):
+    # One-shot readiness poll behind add_reader / add_writer, re-armed after
+    # each event: asyncio's level-triggered semantics.
+    cdef:
+        int fd
+        unsigned mask           # POLLIN or POLLOUT
+        Handle handle           # the callback; None once removed
+        object file_id          # (st_dev, st_ino): which file the fd named
 
 
 cdef class BaseLoop:
@@ -93,6 +103,10 @@ cdef class BaseLoop:
         public double slow_callback_duration
         public dict _signal_handlers
 
+        dict readers            # fd -> PollOp (add_reader)
+        dict writers            # fd -> PollOp (add_writer)
+        set user_ops            # operations for the program's I/O, in flight
+
     cdef double _time(self)
     cdef _check_closed_fast(self)
     cdef _check_thread_fast(self)
@@ -104,12 +118,18 @@ cdef class BaseLoop:
     cdef _run_once(self)
     cdef _poll(self, int64_t timeout_ns)
     cdef _process_completions(self)
+    cdef _track(self, Operation op)
     cdef _submit_internal_read(self, InternalRead op)
+    cdef _submit_poll(self, PollOp op)
+    cdef _poll_done(self, PollOp op, int res)
+    cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args)
+    cdef bint _remove_poll(self, dict table, object fd)
     cdef _internal_read_done(self, InternalRead op, int res)
     cdef _wake(self)
     cdef _open_ring(self)
     cdef _arm_internal_reads(self)
-    cdef _orphan_internal_reads(self)
+    cdef list _ops_in_flight(self)
+    cdef _orphan_operations(self)
     cdef _move_ring_to_this_thread(self)
     cdef _prepare_ring_for_thread(self)
     cdef _shutdown_ring(self)

@@ -15,7 +15,7 @@ the hot paths are written here in Cython.
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint64_t, int64_t, uintptr_t
-from libc.errno cimport errno, EINTR, EBUSY, EAGAIN, ENOSYS
+from libc.errno cimport errno, EINTR, EBUSY, EAGAIN, ENOSYS, EPERM
 cdef extern from "errno.h":
     enum: ECANCELED
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -28,15 +28,19 @@ import asyncio
 import collections
 import os
 import signal
+import select
 import socket
+import stat
 import sys
 import threading
 import time as _time_mod
 import warnings
+import weakref
 
 from asyncio import base_events as _base_events
 from asyncio import coroutines as _coroutines
 from asyncio import events as _events
+from asyncio import selector_events as _selector_events
 from asyncio import unix_events as _unix_events
 from asyncio.log import logger as _logger
 
@@ -45,6 +49,9 @@ cdef extern from "sys/eventfd.h" nogil:
     int EFD_CLOEXEC
 
 cdef object _Future = asyncio.Future
+cdef object _fileobj_to_fd = __import__('selectors')._fileobj_to_fd
+cdef unsigned POLLIN = select.POLLIN
+cdef unsigned POLLOUT = select.POLLOUT
 cdef object _get_ident = threading.get_ident
 cdef object _get_native_id = threading.get_native_id
 cdef object _set_running_loop = _events._set_running_loop
@@ -97,6 +104,9 @@ cdef class BaseLoop:
         self._current_handle = None
         self.slow_callback_duration = 0.1
         self._signal_handlers = {}
+        self.readers = {}
+        self.writers = {}
+        self.user_ops = set()
 
         self.ring_live = False
         self.wakeup_fd = -1
@@ -479,6 +489,7 @@ cdef class BaseLoop:
                     # final completion: drop the reference taken at submission
                     op.in_flight = False
                     self.inflight -= 1
+                    self.user_ops.discard(op)
                     Py_DECREF(op)
                 try:
                     op.complete(res, flags)
@@ -492,11 +503,16 @@ cdef class BaseLoop:
 
     # -- the loop's own descriptors -----------------------------------------------
 
-    cdef _submit_internal_read(self, InternalRead op):
-        prep_read(&self.ring, op, op.fd, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
+    cdef _track(self, Operation op):
+        # The request is in the SQ: hold the operation until its final CQE.
         Py_INCREF(op)
         op.in_flight = True
+        op.loop = <PyObject *>self
         self.inflight += 1
+
+    cdef _submit_internal_read(self, InternalRead op):
+        prep_read(&self.ring, op, op.fd, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
+        self._track(op)
 
     cdef _internal_read_done(self, InternalRead op, int res):
         cdef bytes data = None
@@ -529,25 +545,29 @@ cdef class BaseLoop:
 
     cdef _arm_internal_reads(self):
         self.wakeup_op = InternalRead.__new__(InternalRead)
-        self.wakeup_op.loop = <PyObject *>self
         self.wakeup_op.fd = self.wakeup_fd
         self.wakeup_op.kind = READ_WAKEUP
         self._submit_internal_read(self.wakeup_op)
         self.signal_op = InternalRead.__new__(InternalRead)
-        self.signal_op.loop = <PyObject *>self
         self.signal_op.fd = self.signal_rfd
         self.signal_op.kind = READ_SIGNALS
         self._submit_internal_read(self.signal_op)
 
-    cdef _orphan_internal_reads(self):
+    cdef list _ops_in_flight(self):
+        cdef list ops = [op for op in (self.wakeup_op, self.signal_op)
+                         if op is not None and (<Operation>op).in_flight]
+        ops.extend(self.user_ops)
+        return ops
+
+    cdef _orphan_operations(self):
         # For a ring that goes away while the kernel may still hold these
-        # reads: keep their buffers alive for good rather than free them.
-        for op in (self.wakeup_op, self.signal_op):
-            if op is not None and (<Operation>op).in_flight:
-                (<InternalRead>op).loop = NULL
-                (<Operation>op).in_flight = False
-                self.inflight -= 1
-                _orphaned_operations.append(op)   # keeps the submission's reference
+        # requests: keep their buffers alive for good rather than free them.
+        for op in self._ops_in_flight():
+            (<Operation>op).loop = NULL
+            (<Operation>op).in_flight = False
+            self.inflight -= 1
+            _orphaned_operations.append(op)   # keeps the submission's reference
+        self.user_ops.clear()
         self.wakeup_op = self.signal_op = None
 
     cdef _move_ring_to_this_thread(self):
@@ -563,12 +583,91 @@ cdef class BaseLoop:
                 'aioring: this event loop has I/O in flight on the io_uring of the '
                 'thread that ran it last (a single-issuer ring); run it from that '
                 'thread, or close its transports first')
-        self._orphan_internal_reads()
+        self._orphan_operations()
         ar_ring_exit(&self.ring)
         self.ring_live = False
         self.wakeup_written = False
         self._open_ring()
         self._arm_internal_reads()
+
+    # -- readiness: add_reader / add_writer -----------------------------------
+
+    cdef _submit_poll(self, PollOp op):
+        prep_poll(&self.ring, op, op.fd, op.mask)
+        self._track(op)
+        self.user_ops.add(op)
+
+    cdef _poll_done(self, PollOp op, int res):
+        if self._closed or op.handle is None:
+            return                  # removed, or the loop is going away
+        if res < 0:
+            # the descriptor went bad under us: like epoll with a closed fd,
+            # stay registered and silent
+            return
+        if not op.handle.is_cancelled:
+            self.ready_append(op.handle)
+        # Re-arm at once: the poll goes to the kernel with the next enter,
+        # after this iteration's callbacks; if the descriptor is still ready
+        # then, it completes at once and the callback runs again
+        # (level-triggered, as asyncio documents).
+        self._submit_poll(op)
+
+    cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args):
+        cdef PollOp op
+        cdef Handle handle
+        self._check_closed_fast()
+        handle = Handle.__new__(Handle)
+        handle._setup(callback, args, self, None)
+        fd = _fileobj_to_fd(fd)
+        st = os.fstat(fd)
+        op = table.get(fd)
+        if op is not None:
+            if op.file_id == (st.st_dev, st.st_ino):
+                op.handle._cancel()
+                op.handle = handle
+                if not op.in_flight:
+                    self._submit_poll(op)
+                return handle
+            # The fd was closed without remove_*() and its number reused: the
+            # old poll still holds the old file.  Drop it, watch the new one.
+            self._remove_poll(table, fd)
+        # What epoll_ctl(EPOLL_CTL_ADD) would refuse, refused here too: a
+        # ring poll would take any descriptor.
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            raise PermissionError(EPERM, os.strerror(EPERM))
+        op = PollOp.__new__(PollOp)
+        op.file_id = (st.st_dev, st.st_ino)
+        op.fd = fd
+        op.mask = mask
+        op.handle = handle
+        table[fd] = op
+        self._submit_poll(op)
+        return handle
+
+    cdef bint _remove_poll(self, dict table, object fd):
+        cdef PollOp op
+        if self._closed:
+            return False
+        op = table.pop(_fileobj_to_fd(fd), None)
+        if op is None:
+            return False
+        op.handle._cancel()
+        op.handle = None
+        if op.in_flight:
+            prep_cancel(&self.ring, op)     # its last CQE frees it
+        return True
+
+    def _add_reader(self, fd, callback, *args):
+        return self._add_poll(self.readers, POLLIN, fd, callback, args)
+
+    def _remove_reader(self, fd):
+        return self._remove_poll(self.readers, fd)
+
+    def _add_writer(self, fd, callback, *args):
+        return self._add_poll(self.writers, POLLOUT, fd, callback, args)
+
+    def _remove_writer(self, fd):
+        return self._remove_poll(self.writers, fd)
 
     # -- running ----------------------------------------------------------------
 
@@ -620,6 +719,8 @@ cdef class BaseLoop:
         if self._old_agen_hooks is not None:
             sys.set_asyncgen_hooks(*self._old_agen_hooks)
             self._old_agen_hooks = None
+        # transports by fd: add_reader & co. refuse a transport's descriptor
+        self._transports = weakref.WeakValueDictionary()
 
     def run_forever(self):
         """Run until stop() is called."""
@@ -675,25 +776,26 @@ cdef class BaseLoop:
                      (not self.ring.enabled or self.ring_thread is None or
                       self.ring_thread == _get_native_id()))
         if not self.ring.enabled:
-            # nothing reached the kernel: the queued reads are ours to drop
-            for op in (self.wakeup_op, self.signal_op):
-                if op is not None and (<Operation>op).in_flight:
-                    (<Operation>op).in_flight = False
-                    self.inflight -= 1
-                    Py_DECREF(op)
+            # nothing reached the kernel: the queued requests are ours to drop
+            for op in self._ops_in_flight():
+                (<Operation>op).in_flight = False
+                self.inflight -= 1
+                Py_DECREF(op)
+            self.user_ops.clear()
         elif can_drive and self.inflight > 0:
             # Cancel, then wait for the final completions: the kernel must be
             # done with a buffer before it is freed.
-            for op in (self.wakeup_op, self.signal_op):
-                if op is not None and (<Operation>op).in_flight:
-                    prep_cancel(&self.ring, <Operation>op)
+            for op in self._ops_in_flight():
+                prep_cancel(&self.ring, <Operation>op)
             while self.inflight > 0 and rounds < 100:
                 ar_ring_submit_and_wait(&self.ring, 1, 10000000)
                 self._process_completions()
                 rounds += 1
         # whatever is still in flight (forked child, foreign thread, a stuck
         # request) keeps its buffer for good
-        self._orphan_internal_reads()
+        self._orphan_operations()
+        self.readers.clear()
+        self.writers.clear()
         ar_ring_exit(&self.ring)
         self.ring_live = False
         if self.wakeup_fd >= 0:
@@ -739,7 +841,23 @@ _FROM_BASE_EVENT_LOOP = (
     '_getaddrinfo_debug', 'getaddrinfo', 'getnameinfo',
     'get_exception_handler', 'set_exception_handler',
     'default_exception_handler', 'call_exception_handler',
-    '_set_coroutine_origin_tracking',
+    '_set_coroutine_origin_tracking', '_ensure_resolved',
+    'sock_sendfile', '_sock_sendfile_native', '_sock_sendfile_fallback',
+    '_check_sendfile_params',
+)
+# The stock sock_* methods, on top of our _add_reader/_add_writer (ring
+# polls): the same checks, exceptions and cancellation behaviour.
+_FROM_SELECTOR_LOOP = (
+    '_ensure_fd_no_transport',
+    'add_reader', 'remove_reader', 'add_writer', 'remove_writer',
+    'sock_recv', '_sock_read_done', '_sock_recv',
+    'sock_recv_into', '_sock_recv_into',
+    'sock_recvfrom', '_sock_recvfrom',
+    'sock_recvfrom_into', '_sock_recvfrom_into',
+    'sock_sendall', '_sock_sendall',
+    'sock_sendto', '_sock_sendto',
+    'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
+    'sock_accept', '_sock_accept',
 )
 _FROM_UNIX_LOOP = (
     'add_signal_handler', 'remove_signal_handler', '_handle_signal',
@@ -758,10 +876,12 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
         self._task_factory = None
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
-        self._asyncgens = __import__('weakref').WeakSet()
+        self._asyncgens = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._executor_shutdown_called = False
         self._old_agen_hooks = None
+        # transports by fd: add_reader & co. refuse a transport's descriptor
+        self._transports = weakref.WeakValueDictionary()
 
 
 def _borrow(target, source, names):
@@ -772,3 +892,4 @@ def _borrow(target, source, names):
 
 _borrow(Loop, asyncio.BaseEventLoop, _FROM_BASE_EVENT_LOOP)
 _borrow(Loop, _unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
+_borrow(Loop, _selector_events.BaseSelectorEventLoop, _FROM_SELECTOR_LOOP)

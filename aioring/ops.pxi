@@ -23,12 +23,26 @@ cdef class InternalRead(Operation):
             (<BaseLoop>self.loop)._internal_read_done(self, res)
 
 
+cdef class PollOp(Operation):
+    cdef complete(self, int res, unsigned flags):
+        if self.loop != NULL:
+            (<BaseLoop>self.loop)._poll_done(self, res)
+
+
 cdef int prep_read(ar_ring *ring, Operation op, int fd, void *buf, unsigned n) except -1:
     cdef io_uring_sqe *sqe = ar_get_sqe(ring)
     if sqe == NULL:
         raise RuntimeError('io_uring submission queue is full and could not be flushed')
     # offset -1: "current position", the only one a stream descriptor has
     ar_prep_read(sqe, fd, buf, n, <uint64_t>-1, op_user_data(op))
+    return 0
+
+
+cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1:
+    cdef io_uring_sqe *sqe = ar_get_sqe(ring)
+    if sqe == NULL:
+        raise RuntimeError('io_uring submission queue is full and could not be flushed')
+    ar_prep_poll_add(sqe, fd, mask, 0, op_user_data(op))
     return 0
 
 
