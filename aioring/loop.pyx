@@ -49,7 +49,8 @@ cdef extern from "sys/eventfd.h" nogil:
     int EFD_CLOEXEC
 
 cdef object _Future = asyncio.Future
-cdef object _fileobj_to_fd = __import__('selectors')._fileobj_to_fd
+import selectors as _selectors
+cdef object _fileobj_to_fd = _selectors._fileobj_to_fd
 cdef unsigned POLLIN = select.POLLIN
 cdef unsigned POLLOUT = select.POLLOUT
 cdef object _get_ident = threading.get_ident
@@ -669,6 +670,11 @@ cdef class BaseLoop:
     def _remove_writer(self, fd):
         return self._remove_poll(self.writers, fd)
 
+    @property
+    def _selector(self):
+        # asyncio's transports read loop._selector in their repr() only
+        return _PollView(self)
+
     # -- running ----------------------------------------------------------------
 
     cdef _prepare_ring_for_thread(self):
@@ -721,6 +727,7 @@ cdef class BaseLoop:
             self._old_agen_hooks = None
         # transports by fd: add_reader & co. refuse a transport's descriptor
         self._transports = weakref.WeakValueDictionary()
+        self._unix_server_sockets = {}      # create_unix_server's cleanup
 
     def run_forever(self):
         """Run until stop() is called."""
@@ -825,6 +832,22 @@ cdef class BaseLoop:
         }
 
 
+class _PollView:
+    """What asyncio's transports ask of loop._selector (get_key(fd).events):
+    which of add_reader / add_writer currently watch a descriptor."""
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fd):
+        cdef BaseLoop loop = self._loop
+        events = ((_selectors.EVENT_READ if fd in loop.readers else 0) |
+                  (_selectors.EVENT_WRITE if fd in loop.writers else 0))
+        if not events:
+            raise KeyError(fd)
+        return _selectors.SelectorKey(fd, fd, events, None)
+
+
 def _timer_key(TimerHandle t):
     return (t.due, t.seq)
 
@@ -842,8 +865,10 @@ _FROM_BASE_EVENT_LOOP = (
     'get_exception_handler', 'set_exception_handler',
     'default_exception_handler', 'call_exception_handler',
     '_set_coroutine_origin_tracking', '_ensure_resolved',
-    'sock_sendfile', '_sock_sendfile_native', '_sock_sendfile_fallback',
-    '_check_sendfile_params',
+    'sock_sendfile', '_sock_sendfile_fallback', '_check_sendfile_params',
+    # TCP: connections and servers (happy eyeballs, all_errors, ...)
+    'create_connection', '_connect_sock', '_create_connection_transport',
+    'create_server', '_create_server_getaddrinfo', 'connect_accepted_socket',
 )
 # The stock sock_* methods, on top of our _add_reader/_add_writer (ring
 # polls): the same checks, exceptions and cancellation behaviour.
@@ -858,10 +883,17 @@ _FROM_SELECTOR_LOOP = (
     'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
     'sock_accept', '_sock_accept',
+    # stream transports and accepting servers, driven by the ring polls
+    '_make_socket_transport', '_start_serving', '_accept_connection',
+    '_accept_connection2', '_stop_serving',
 )
 _FROM_UNIX_LOOP = (
     'add_signal_handler', 'remove_signal_handler', '_handle_signal',
     '_check_signal', '_process_self_data',
+    'create_unix_connection', 'create_unix_server', '_stop_serving',
+    # sock_sendfile's native path: os.sendfile() paced by add_writer
+    '_sock_sendfile_native', '_sock_sendfile_native_impl',
+    '_sock_sendfile_update_filepos', '_sock_add_cancellation_callback',
 )
 
 
@@ -882,6 +914,7 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
         self._old_agen_hooks = None
         # transports by fd: add_reader & co. refuse a transport's descriptor
         self._transports = weakref.WeakValueDictionary()
+        self._unix_server_sockets = {}      # create_unix_server's cleanup
 
 
 def _borrow(target, source, names):
@@ -891,5 +924,6 @@ def _borrow(target, source, names):
 
 
 _borrow(Loop, asyncio.BaseEventLoop, _FROM_BASE_EVENT_LOOP)
-_borrow(Loop, _unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
 _borrow(Loop, _selector_events.BaseSelectorEventLoop, _FROM_SELECTOR_LOOP)
+# after the selector loop's: the Unix loop's _stop_serving (3.13) wins
+_borrow(Loop, _unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
