@@ -55,6 +55,14 @@ cdef class InternalRead(Operation):
         char buf[512]
 
 
+cdef class RecvOp(Operation):
+    # One recv of a stream transport into `buf`, which it owns until the
+    # final completion; the result goes to transport._recv_done().
+    cdef:
+        object transport
+        bytearray buf
+
+
 cdef class PollOp(Operation):
     # One-shot readiness poll behind add_reader / add_writer, re-armed after
     # each event: asyncio's level-triggered semantics.
@@ -121,6 +129,7 @@ cdef class BaseLoop:
     cdef _track(self, Operation op)
     cdef _submit_internal_read(self, InternalRead op)
     cdef _submit_poll(self, PollOp op)
+    cdef RecvOp _submit_recv(self, object transport, int fd, Py_ssize_t n)
     cdef _poll_done(self, PollOp op, int res)
     cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args)
     cdef bint _remove_poll(self, dict table, object fd)

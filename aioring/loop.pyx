@@ -83,6 +83,7 @@ _REQUIRED_OPS = (
 
 include "handles.pxi"
 include "ops.pxi"
+include "stream.pxi"
 
 
 cdef class BaseLoop:
@@ -613,6 +614,19 @@ cdef class BaseLoop:
         # (level-triggered, as asyncio documents).
         self._submit_poll(op)
 
+    cdef RecvOp _submit_recv(self, object transport, int fd, Py_ssize_t n):
+        cdef RecvOp op = RecvOp.__new__(RecvOp)
+        op.transport = transport
+        op.buf = bytearray(n)
+        prep_recv(&self.ring, op, fd, <char *>op.buf, n)
+        self._track(op)
+        self.user_ops.add(op)
+        return op
+
+    def _cancel_op(self, Operation op):
+        if op.in_flight and self.ring_live:
+            prep_cancel(&self.ring, op)     # its final completion frees it
+
     cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args):
         cdef PollOp op
         cdef Handle handle
@@ -729,6 +743,10 @@ cdef class BaseLoop:
         self._transports = weakref.WeakValueDictionary()
         self._unix_server_sockets = {}      # create_unix_server's cleanup
 
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        return _RingSocketTransport(self, sock, protocol, waiter, extra, server)
+
     def run_forever(self):
         """Run until stop() is called."""
         self._run_forever_setup()
@@ -834,14 +852,17 @@ cdef class BaseLoop:
 
 class _PollView:
     """What asyncio's transports ask of loop._selector (get_key(fd).events):
-    which of add_reader / add_writer currently watch a descriptor."""
+    whether a descriptor is being read (a poll, or a transport's ring recv)
+    and written (a poll)."""
 
     def __init__(self, loop):
         self._loop = loop
 
     def get_key(self, fd):
         cdef BaseLoop loop = self._loop
-        events = ((_selectors.EVENT_READ if fd in loop.readers else 0) |
+        transport = self._loop._transports.get(fd)
+        ring_reading = getattr(transport, '_recv_op', None) is not None
+        events = ((_selectors.EVENT_READ if fd in loop.readers or ring_reading else 0) |
                   (_selectors.EVENT_WRITE if fd in loop.writers else 0))
         if not events:
             raise KeyError(fd)
@@ -883,8 +904,8 @@ _FROM_SELECTOR_LOOP = (
     'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
     'sock_accept', '_sock_accept',
-    # stream transports and accepting servers, driven by the ring polls
-    '_make_socket_transport', '_start_serving', '_accept_connection',
+    # accepting servers, driven by the ring polls
+    '_start_serving', '_accept_connection',
     '_accept_connection2', '_stop_serving',
 )
 _FROM_UNIX_LOOP = (
@@ -915,6 +936,10 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
         # transports by fd: add_reader & co. refuse a transport's descriptor
         self._transports = weakref.WeakValueDictionary()
         self._unix_server_sockets = {}      # create_unix_server's cleanup
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        return _RingSocketTransport(self, sock, protocol, waiter, extra, server)
 
 
 def _borrow(target, source, names):

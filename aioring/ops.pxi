@@ -23,6 +23,18 @@ cdef class InternalRead(Operation):
             (<BaseLoop>self.loop)._internal_read_done(self, res)
 
 
+cdef class RecvOp(Operation):
+    cdef complete(self, int res, unsigned flags):
+        transport = self.transport
+        data = None
+        if res > 0:
+            data = self.buf[:res]
+        self.transport = None
+        self.buf = None             # the kernel is done with it
+        if self.loop != NULL:
+            transport._recv_done(data, res)
+
+
 cdef class PollOp(Operation):
     cdef complete(self, int res, unsigned flags):
         if self.loop != NULL:
@@ -43,6 +55,14 @@ cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1
     if sqe == NULL:
         raise RuntimeError('io_uring submission queue is full and could not be flushed')
     ar_prep_poll_add(sqe, fd, mask, 0, op_user_data(op))
+    return 0
+
+
+cdef int prep_recv(ar_ring *ring, Operation op, int fd, void *buf, unsigned n) except -1:
+    cdef io_uring_sqe *sqe = ar_get_sqe(ring)
+    if sqe == NULL:
+        raise RuntimeError('io_uring submission queue is full and could not be flushed')
+    ar_prep_recv(sqe, fd, buf, n, op_user_data(op))
     return 0
 
 

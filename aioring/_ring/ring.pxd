@@ -120,6 +120,8 @@ cdef extern from "uring.h" nogil:
                       uint64_t off, uint64_t user_data)
     void ar_prep_write(io_uring_sqe *sqe, int fd, const void *buf, unsigned len,
                        uint64_t off, uint64_t user_data)
+    void ar_prep_recv(io_uring_sqe *sqe, int fd, void *buf, unsigned len,
+                      uint64_t user_data)
     void ar_prep_poll_add(io_uring_sqe *sqe, int fd, unsigned poll_mask,
                           int multishot, uint64_t user_data)
     void ar_prep_cancel(io_uring_sqe *sqe, uint64_t target, uint64_t user_data)

@@ -268,6 +268,14 @@ static inline void ar_prep_write(struct io_uring_sqe *sqe, int fd, const void *b
     ar_prep_rw(sqe, IORING_OP_WRITE, fd, buf, len, off, user_data);
 }
 
+static inline void ar_prep_recv(struct io_uring_sqe *sqe, int fd, void *buf,
+                                unsigned len, uint64_t user_data)
+{
+    /* msg_flags stay 0: never MSG_DONTWAIT, so the kernel polls for us
+     * instead of punting to io-wq or failing with EAGAIN */
+    ar_prep_rw(sqe, IORING_OP_RECV, fd, buf, len, 0, user_data);
+}
+
 static inline void ar_prep_poll_add(struct io_uring_sqe *sqe, int fd,
                                     unsigned poll_mask, int multishot,
                                     uint64_t user_data)

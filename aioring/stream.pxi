@@ -1,0 +1,136 @@
+# Stream transports (TCP and Unix) whose receive path runs on the ring.
+#
+# _RingSocketTransport is asyncio's own socket transport with its reading
+# replaced: instead of a readiness poll followed by recv(), one IORING_OP_RECV
+# is kept in flight while the transport reads.  Everything else (writes and
+# flow control, close/abort, half close, extra info, repr, sendfile and
+# start_tls compatibility) is asyncio's code, so it behaves as the stock
+# loop's transport of the running Python does.
+
+from asyncio import protocols as _protocols
+
+# Bytes asked of one recv.  asyncio's transport asks 256 KiB of recv(); a
+# buffer that stays with the kernel while it waits is kept smaller.
+cdef Py_ssize_t RECV_SIZE = 64 * 1024
+
+
+class _RingSocketTransport(_selector_events._SelectorSocketTransport):
+
+    _recv_op = None     # the RecvOp in flight, if any
+    _stash = None       # chunks received after pause_reading(); b'' is EOF
+
+    # -- asyncio's hooks that start and stop reading ------------------------
+
+    def _add_reader(self, fd, callback, *args):
+        # asyncio calls this to start reading and from resume_reading()
+        if not self.is_reading():
+            return
+        if self._stash:
+            self._loop.call_soon(self._deliver_stash)
+        else:
+            self._start_recv()
+
+    def pause_reading(self):
+        super().pause_reading()
+        self._cancel_recv()
+
+    def close(self):
+        super().close()
+        self._cancel_recv()
+
+    def _force_close(self, exc):
+        super()._force_close(exc)
+        self._cancel_recv()
+
+    # -- the ring receive ----------------------------------------------------
+
+    def _start_recv(self):
+        if self._recv_op is None and self._sock is not None:
+            self._recv_op = (<BaseLoop>self._loop)._submit_recv(self, self._sock_fd, RECV_SIZE)
+
+    def _cancel_recv(self):
+        # The completion still comes (with data, if the kernel had some
+        # already): _recv_done keeps what arrives while paused.
+        op = self._recv_op
+        if op is not None and self._loop is not None:
+            (<BaseLoop>self._loop)._cancel_op(op)
+
+    def _recv_done(self, data, int res):
+        self._recv_op = None
+        if self._conn_lost or self._sock is None:
+            return                      # closed: asyncio reads no more either
+        if res < 0:
+            if res != -ECANCELED:
+                self._fatal_error(OSError(-res, os.strerror(-res)),
+                                  'Fatal read error on socket transport')
+            return
+        chunk = data if res > 0 else b''
+        if not self.is_reading():
+            if not self._closing:       # paused: keep it for resume_reading()
+                if self._stash is None:
+                    self._stash = []
+                self._stash.append(chunk)
+            return
+        if self._deliver(chunk) and self.is_reading():
+            self._start_recv()
+
+    def _deliver_stash(self):
+        while self._stash and self.is_reading():
+            if not self._deliver(self._stash.pop(0)):
+                return
+        if self.is_reading() and not self._stash:
+            self._start_recv()
+
+    def _deliver(self, chunk):
+        """Hand one received chunk (b'' for EOF) to the protocol; False when
+        reading must stop (EOF, or the transport failed)."""
+        if self._conn_lost:
+            return False
+        if not chunk:
+            self._read_ready__on_eof()
+            return False
+        if isinstance(self._protocol, _protocols.BufferedProtocol):
+            return self._deliver_buffered(chunk)
+        try:
+            self._protocol.data_received(chunk)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(
+                exc, 'Fatal error: protocol.data_received() call failed.')
+            return False
+        return True
+
+    def _deliver_buffered(self, chunk):
+        view = memoryview(chunk)
+        while view:
+            try:
+                buf = self._protocol.get_buffer(-1)
+                if not len(buf):
+                    raise RuntimeError('get_buffer() returned an empty buffer')
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(
+                    exc, 'Fatal error: protocol.get_buffer() call failed.')
+                return False
+            target = memoryview(buf).cast('B')
+            n = min(len(target), len(view))
+            target[:n] = view[:n]
+            view = view[n:]
+            try:
+                self._protocol.buffer_updated(n)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(
+                    exc, 'Fatal error: protocol.buffer_updated() call failed.')
+                return False
+            if view and not self.is_reading():
+                # paused (or closed) by the protocol in the middle of a chunk
+                if not self._closing:
+                    if self._stash is None:
+                        self._stash = []
+                    self._stash.insert(0, bytes(view))
+                return False
+        return True
