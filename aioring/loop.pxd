@@ -73,10 +73,26 @@ cdef class PollOp(Operation):
         object file_id          # (st_dev, st_ino): which file the fd named
 
 
+cdef class FileTable:
+    cdef:
+        ar_ring *ring           # the loop's ring (borrowed)
+        unsigned size           # slots registered; 0 when off
+        list free               # free slots, a stack
+        readonly unsigned in_use
+        readonly unsigned long long fallbacks   # sockets left on plain fds
+        bint enabled
+    cdef int open(self, ar_ring *ring, bint enabled) except -1
+    cdef int alloc(self, int fd)
+    cdef release(self, int slot)
+    cdef close(self)
+
+
 cdef class BaseLoop:
     cdef:
         ar_ring ring
         bint ring_live
+        bint want_fixed_files
+        FileTable files
         object ring_thread      # native id of the thread that drives the ring (SINGLE_ISSUER)
         int pid                 # the process that created the ring
         int inflight            # operations submitted and not finally completed
@@ -113,6 +129,7 @@ cdef class BaseLoop:
 
         dict readers            # fd -> PollOp (add_reader)
         dict writers            # fd -> PollOp (add_writer)
+        dict poll_batch         # fd -> [reader op, writer op] ready this iteration
         set user_ops            # operations for the program's I/O, in flight
 
     cdef double _time(self)
@@ -129,8 +146,9 @@ cdef class BaseLoop:
     cdef _track(self, Operation op)
     cdef _submit_internal_read(self, InternalRead op)
     cdef _submit_poll(self, PollOp op)
-    cdef RecvOp _submit_recv(self, object transport, int fd, Py_ssize_t n)
+    cdef RecvOp _submit_recv(self, object transport, int fd, int slot, Py_ssize_t n)
     cdef _poll_done(self, PollOp op, int res)
+    cdef _queue_poll_batch(self)
     cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args)
     cdef bint _remove_poll(self, dict table, object fd)
     cdef _internal_read_done(self, InternalRead op, int res)

@@ -27,6 +27,7 @@ from aioring._ring.ring import IoUringUnavailable
 import asyncio
 import collections
 import os
+import resource
 import signal
 import select
 import socket
@@ -68,6 +69,9 @@ cdef double MIN_CANCELLED_TIMER_HANDLES_FRACTION = _base_events._MIN_CANCELLED_T
 cdef unsigned SQ_ENTRIES = 512
 cdef unsigned CQ_ENTRIES = 4096
 
+# Slots of the fixed-file table, at most (fewer when RLIMIT_NOFILE is lower).
+cdef unsigned FIXED_FILES_MAX = 32768
+
 # Operations whose kernel side could not be drained (loop closed from a
 # thread that cannot drive the ring): kept alive for the process's lifetime
 # rather than freed while the kernel might still write into them.
@@ -83,6 +87,7 @@ _REQUIRED_OPS = (
 
 include "handles.pxi"
 include "ops.pxi"
+include "filetable.pxi"
 include "stream.pxi"
 
 
@@ -108,6 +113,7 @@ cdef class BaseLoop:
         self._signal_handlers = {}
         self.readers = {}
         self.writers = {}
+        self.poll_batch = {}
         self.user_ops = set()
 
         self.ring_live = False
@@ -115,6 +121,11 @@ cdef class BaseLoop:
         self.signal_rfd = -1
         self.signal_wfd = -1
         self.pid = getpid()
+        fixed = kwargs.get('fixed_files')
+        if fixed is None:
+            fixed = os.environ.get('AIORING_FIXED_FILES', '1') != '0'
+        self.want_fixed_files = bool(fixed)
+        self.files = FileTable.__new__(FileTable)
         self._open_ring()
 
         # The cross-thread wake-up: an eventfd with a read always pending in
@@ -155,7 +166,7 @@ cdef class BaseLoop:
                 ENOSYS, 'aioring cannot use io_uring: this kernel is too old (it lacks '
                 + ('IORING_REGISTER_PROBE' if ret < 0 else ', '.join(missing))
                 + '). Fix: run on Linux 5.19 or newer.')
-
+        self.files.open(&self.ring, self.want_fixed_files)
 
     def __dealloc__(self):
         if self.ring_live:
@@ -448,6 +459,8 @@ cdef class BaseLoop:
         # EBUSY/EAGAIN: the kernel wants its completions reaped first; the
         # SQEs stay queued and go with the next enter.
         self._process_completions()
+        if self.poll_batch:
+            self._queue_poll_batch()
         if timeout_ns != 0:
             # A signal may have cut the wait short (io_uring_enter reports
             # EINTR only when it submitted nothing): run Python's handlers
@@ -580,12 +593,13 @@ cdef class BaseLoop:
         for op in (self.wakeup_op, self.signal_op):
             if op is not None and (<Operation>op).in_flight:
                 internal += 1
-        if self.inflight != internal:
+        if self.inflight != internal or self.files.in_use:
             raise RuntimeError(
                 'aioring: this event loop has I/O in flight on the io_uring of the '
                 'thread that ran it last (a single-issuer ring); run it from that '
                 'thread, or close its transports first')
         self._orphan_operations()
+        self.files.close()
         ar_ring_exit(&self.ring)
         self.ring_live = False
         self.wakeup_written = False
@@ -600,28 +614,57 @@ cdef class BaseLoop:
         self.user_ops.add(op)
 
     cdef _poll_done(self, PollOp op, int res):
+        cdef list pair
         if self._closed or op.handle is None:
             return                  # removed, or the loop is going away
         if res < 0:
             # the descriptor went bad under us: like epoll with a closed fd,
             # stay registered and silent
             return
-        if not op.handle.is_cancelled:
-            self.ready_append(op.handle)
-        # Re-arm at once: the poll goes to the kernel with the next enter,
-        # after this iteration's callbacks; if the descriptor is still ready
-        # then, it completes at once and the callback runs again
-        # (level-triggered, as asyncio documents).
-        self._submit_poll(op)
+        # Collected, and queued after the whole CQ is drained: asyncio runs
+        # a descriptor's reader before its writer, whatever order the two
+        # polls completed in.
+        pair = self.poll_batch.get(op.fd)
+        if pair is None:
+            pair = self.poll_batch[op.fd] = [None, None]
+        pair[0 if op.mask == POLLIN else 1] = op
 
-    cdef RecvOp _submit_recv(self, object transport, int fd, Py_ssize_t n):
+    cdef _queue_poll_batch(self):
+        cdef PollOp op
+        for pair in self.poll_batch.values():
+            for item in pair:
+                if item is None:
+                    continue
+                op = <PollOp>item
+                if op.handle is None:
+                    continue        # removed by a completion processed later
+                if not op.handle.is_cancelled:
+                    self.ready_append(op.handle)
+                # Re-arm at once: the poll goes to the kernel with the next
+                # enter, after this iteration's callbacks; if the descriptor
+                # is still ready then, it completes at once and the callback
+                # runs again (level-triggered, as asyncio documents).
+                self._submit_poll(op)
+        self.poll_batch.clear()
+
+    cdef RecvOp _submit_recv(self, object transport, int fd, int slot, Py_ssize_t n):
         cdef RecvOp op = RecvOp.__new__(RecvOp)
         op.transport = transport
         op.buf = bytearray(n)
-        prep_recv(&self.ring, op, fd, <char *>op.buf, n)
+        prep_recv(&self.ring, op, fd, slot, <char *>op.buf, n)
         self._track(op)
         self.user_ops.add(op)
         return op
+
+    def _fixed_slot(self, int fd):
+        """A fixed-file slot for fd, or -1 (table off or full)."""
+        if not self.ring_live:
+            return -1
+        return self.files.alloc(fd)
+
+    def _release_slot(self, int slot):
+        if self.ring_live:
+            self.files.release(slot)
 
     def _cancel_op(self, Operation op):
         if op.in_flight and self.ring_live:
@@ -821,6 +864,7 @@ cdef class BaseLoop:
         self._orphan_operations()
         self.readers.clear()
         self.writers.clear()
+        self.files.close()
         ar_ring_exit(&self.ring)
         self.ring_live = False
         if self.wakeup_fd >= 0:
@@ -847,6 +891,10 @@ cdef class BaseLoop:
             'submitted': self.ring.n_submitted,
             'inflight': self.inflight,
             'wakeup_writes': self.wakeup_writes,
+            'fixed_files': self.files.enabled,
+            'fixed_files_size': self.files.size,
+            'fixed_files_in_use': self.files.in_use,
+            'fixed_files_fallbacks': self.files.fallbacks,
         }
 
 
@@ -921,7 +969,9 @@ _FROM_UNIX_LOOP = (
 class Loop(BaseLoop, asyncio.AbstractEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
-    def __init__(self):
+    def __init__(self, *, fixed_files=None):
+        # fixed_files: put sockets in the ring's fixed-file table (default:
+        # on, unless AIORING_FIXED_FILES=0); read by BaseLoop.__cinit__
         BaseLoop.__init__(self)
         # state read by the methods taken from asyncio (see above)
         self._default_executor = None

@@ -58,11 +58,16 @@ cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1
     return 0
 
 
-cdef int prep_recv(ar_ring *ring, Operation op, int fd, void *buf, unsigned n) except -1:
+cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
+    # through the fixed-file slot when the socket has one
     cdef io_uring_sqe *sqe = ar_get_sqe(ring)
     if sqe == NULL:
         raise RuntimeError('io_uring submission queue is full and could not be flushed')
-    ar_prep_recv(sqe, fd, buf, n, op_user_data(op))
+    if slot >= 0:
+        ar_prep_recv(sqe, slot, buf, n, op_user_data(op))
+        sqe.flags |= IOSQE_FIXED_FILE
+    else:
+        ar_prep_recv(sqe, fd, buf, n, op_user_data(op))
     return 0
 
 

@@ -9,6 +9,9 @@
 
 from asyncio import protocols as _protocols
 
+# Server._detach() learned its transport argument in 3.12.
+_DETACH_TAKES_TRANSPORT = len(_inspect.signature(asyncio.base_events.Server._detach).parameters) > 1
+
 # Bytes asked of one recv.  asyncio's transport asks 256 KiB of recv(); a
 # buffer that stays with the kernel while it waits is kept smaller.
 cdef Py_ssize_t RECV_SIZE = 64 * 1024
@@ -18,6 +21,14 @@ class _RingSocketTransport(_selector_events._SelectorSocketTransport):
 
     _recv_op = None     # the RecvOp in flight, if any
     _stash = None       # chunks received after pause_reading(); b'' is EOF
+    _slot = -1          # fixed-file slot of the socket, or -1
+    _ring_loop = None   # the loop, kept after asyncio drops _loop
+    _closed_sock = None # socket to close once the kernel is done with it
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(loop, sock, protocol, waiter, extra, server)
+        self._ring_loop = loop
+        self._slot = loop._fixed_slot(self._sock_fd)
 
     # -- asyncio's hooks that start and stop reading ------------------------
 
@@ -42,11 +53,47 @@ class _RingSocketTransport(_selector_events._SelectorSocketTransport):
         super()._force_close(exc)
         self._cancel_recv()
 
+    def _call_connection_lost(self, exc):
+        # asyncio's, except that the socket is closed only once the kernel
+        # has let go of it: cancel (done by close/abort), final completion,
+        # slot released, fd closed.
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._closed_sock = self._sock
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                if _DETACH_TAKES_TRANSPORT:
+                    server._detach(self)
+                else:
+                    server._detach()
+                self._server = None
+            if self._recv_op is None:
+                self._release_socket()
+
+    def _release_socket(self):
+        sock, self._closed_sock = self._closed_sock, None
+        slot, self._slot = self._slot, -1
+        if slot >= 0:
+            self._ring_loop._release_slot(slot)
+        sock.close()
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None and self._slot >= 0:
+            self._ring_loop._release_slot(self._slot)
+            self._slot = -1
+        super().__del__(_warn)
+
     # -- the ring receive ----------------------------------------------------
 
     def _start_recv(self):
         if self._recv_op is None and self._sock is not None:
-            self._recv_op = (<BaseLoop>self._loop)._submit_recv(self, self._sock_fd, RECV_SIZE)
+            self._recv_op = (<BaseLoop>self._loop)._submit_recv(
+                self, self._sock_fd, self._slot, RECV_SIZE)
 
     def _cancel_recv(self):
         # The completion still comes (with data, if the kernel had some
@@ -57,6 +104,9 @@ class _RingSocketTransport(_selector_events._SelectorSocketTransport):
 
     def _recv_done(self, data, int res):
         self._recv_op = None
+        if self._closed_sock is not None:
+            self._release_socket()
+            return
         if self._conn_lost or self._sock is None:
             return                      # closed: asyncio reads no more either
         if res < 0:
