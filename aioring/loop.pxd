@@ -70,7 +70,10 @@ cdef class PollOp(Operation):
         int fd
         unsigned mask           # POLLIN or POLLOUT
         Handle handle           # the callback; None once removed
-        object file_id          # (st_dev, st_ino): which file the fd named
+        object fileobj          # what add_reader/add_writer was given
+        unsigned long long dev  # which file the fd named then (st_dev, st_ino)
+        unsigned long long ino
+        bint queued             # waiting in the loop's poll_queue
 
 
 cdef class FileTable:
@@ -130,6 +133,8 @@ cdef class BaseLoop:
         dict readers            # fd -> PollOp (add_reader)
         dict writers            # fd -> PollOp (add_writer)
         dict poll_batch         # fd -> [reader op, writer op] ready this iteration
+        list poll_queue         # PollOps to submit with the next enter
+        object epoll_probe      # an epoll set, asked what epoll would refuse
         set user_ops            # operations for the program's I/O, in flight
 
     cdef double _time(self)
@@ -145,7 +150,9 @@ cdef class BaseLoop:
     cdef _process_completions(self)
     cdef _track(self, Operation op)
     cdef _submit_internal_read(self, InternalRead op)
-    cdef _submit_poll(self, PollOp op)
+    cdef _queue_poll(self, PollOp op)
+    cdef _flush_poll_queue(self)
+    cdef bint _same_file(self, PollOp op)
     cdef RecvOp _submit_recv(self, object transport, int fd, int slot, Py_ssize_t n)
     cdef _poll_done(self, PollOp op, int res)
     cdef _queue_poll_batch(self)

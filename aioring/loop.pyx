@@ -20,6 +20,7 @@ cdef extern from "errno.h":
     enum: ECANCELED
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from posix.unistd cimport write, close as c_close, getpid
+from posix.stat cimport struct_stat, fstat
 
 from aioring._ring.ring cimport *
 from aioring._ring.ring import IoUringUnavailable
@@ -114,6 +115,8 @@ cdef class BaseLoop:
         self.readers = {}
         self.writers = {}
         self.poll_batch = {}
+        self.poll_queue = []
+        self.epoll_probe = select.epoll()
         self.user_ops = set()
 
         self.ring_live = False
@@ -441,6 +444,8 @@ cdef class BaseLoop:
 
     cdef _poll(self, int64_t timeout_ns):
         cdef int ret
+        if self.poll_queue:
+            self._flush_poll_queue()
         if timeout_ns != 0:
             # From here on call_soon_threadsafe() writes the eventfd; a
             # callback queued before this point is seen by the check below.
@@ -608,10 +613,34 @@ cdef class BaseLoop:
 
     # -- readiness: add_reader / add_writer -----------------------------------
 
-    cdef _submit_poll(self, PollOp op):
-        prep_poll(&self.ring, op, op.fd, op.mask)
-        self._track(op)
-        self.user_ops.add(op)
+    cdef _queue_poll(self, PollOp op):
+        # Polls reach the kernel with the next enter, after the callbacks of
+        # this iteration have run: a poll armed earlier (a full SQ flushed
+        # mid-iteration) could see data a callback is about to read.  The
+        # queue also holds polls added before the ring is enabled.
+        if not op.queued and not op.in_flight:
+            op.queued = True
+            self.poll_queue.append(op)
+
+    cdef _flush_poll_queue(self):
+        cdef PollOp op
+        cdef list queue = self.poll_queue
+        self.poll_queue = []
+        for item in queue:
+            op = <PollOp>item
+            op.queued = False
+            if op.handle is None:
+                continue            # removed meanwhile
+            prep_poll(&self.ring, op, op.fd, op.mask)
+            self._track(op)
+            self.user_ops.add(op)
+
+    cdef bint _same_file(self, PollOp op):
+        # Does op's fd still name the file it was registered for?  (Closed,
+        # or closed and its number reused, it does not.)
+        cdef struct_stat st
+        return (fstat(op.fd, &st) == 0 and <unsigned long long>st.st_dev == op.dev
+                and <unsigned long long>st.st_ino == op.ino)
 
     cdef _poll_done(self, PollOp op, int res):
         cdef list pair
@@ -638,13 +667,16 @@ cdef class BaseLoop:
                 op = <PollOp>item
                 if op.handle is None:
                     continue        # removed by a completion processed later
+                if not self._same_file(op):
+                    # closed without remove_*(): epoll forgets such a file,
+                    # so its callback never runs again; the registration
+                    # stays until removed, as in the stock loop
+                    continue
                 if not op.handle.is_cancelled:
                     self.ready_append(op.handle)
-                # Re-arm at once: the poll goes to the kernel with the next
-                # enter, after this iteration's callbacks; if the descriptor
-                # is still ready then, it completes at once and the callback
-                # runs again (level-triggered, as asyncio documents).
-                self._submit_poll(op)
+                # level-triggered: poll again (after the callbacks); if the
+                # descriptor is still ready the callback runs again
+                self._queue_poll(op)
         self.poll_batch.clear()
 
     cdef RecvOp _submit_recv(self, object transport, int fd, int slot, Py_ssize_t n):
@@ -670,49 +702,73 @@ cdef class BaseLoop:
         if op.in_flight and self.ring_live:
             prep_cancel(&self.ring, op)     # its final completion frees it
 
-    cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args):
+    cdef object _add_poll(self, dict table, unsigned mask, object fileobj, object callback, object args):
         cdef PollOp op
         cdef Handle handle
+        cdef struct_stat st
         self._check_closed_fast()
         handle = Handle.__new__(Handle)
         handle._setup(callback, args, self, None)
-        fd = _fileobj_to_fd(fd)
-        st = os.fstat(fd)
+        fd = _fileobj_to_fd(fileobj)
+        if fstat(fd, &st) != 0:
+            raise OSError(errno, os.strerror(errno))
         op = table.get(fd)
         if op is not None:
-            if op.file_id == (st.st_dev, st.st_ino):
+            if <unsigned long long>st.st_dev == op.dev and <unsigned long long>st.st_ino == op.ino:
                 op.handle._cancel()
                 op.handle = handle
-                if not op.in_flight:
-                    self._submit_poll(op)
+                op.fileobj = fileobj
+                self._queue_poll(op)
                 return handle
             # The fd was closed without remove_*() and its number reused: the
             # old poll still holds the old file.  Drop it, watch the new one.
             self._remove_poll(table, fd)
-        # What epoll_ctl(EPOLL_CTL_ADD) would refuse, refused here too: a
-        # ring poll would take any descriptor.
-        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-            raise PermissionError(EPERM, os.strerror(EPERM))
+        # What epoll_ctl(EPOLL_CTL_ADD) refuses (regular files, /dev/null...)
+        # is refused here too, with its error: a ring poll would take anything.
+        self.epoll_probe.register(fd, select.EPOLLIN)
+        self.epoll_probe.unregister(fd)
         op = PollOp.__new__(PollOp)
-        op.file_id = (st.st_dev, st.st_ino)
         op.fd = fd
         op.mask = mask
         op.handle = handle
+        op.fileobj = fileobj
+        op.dev = st.st_dev
+        op.ino = st.st_ino
         table[fd] = op
-        self._submit_poll(op)
+        self._queue_poll(op)
         return handle
 
-    cdef bint _remove_poll(self, dict table, object fd):
+    cdef bint _remove_poll(self, dict table, object fileobj):
         cdef PollOp op
         if self._closed:
             return False
-        op = table.pop(_fileobj_to_fd(fd), None)
+        try:
+            fd = _fileobj_to_fd(fileobj)
+        except ValueError:
+            # a closed socket object: find it by identity, as selectors do
+            for registered in (self.readers, self.writers):
+                for key, item in registered.items():
+                    if (<PollOp>item).fileobj is fileobj:
+                        fd = key
+                        break
+                else:
+                    continue
+                break
+            else:
+                raise
+        op = table.pop(fd, None)
         if op is None:
             return False
         op.handle._cancel()
         op.handle = None
         if op.in_flight:
             prep_cancel(&self.ring, op)     # its last CQE frees it
+            if self.ring.enabled and self.ring_thread == _get_native_id():
+                # Cancel now, not at the next enter: the poll holds the file,
+                # and a program that closes the fd next expects the peer to
+                # see the close at once, as with epoll.
+                ar_ring_submit_and_wait(&self.ring, 0, -1)
+                ar_ring_get_events(&self.ring)
         return True
 
     def _add_reader(self, fd, callback, *args):
@@ -864,6 +920,9 @@ cdef class BaseLoop:
         self._orphan_operations()
         self.readers.clear()
         self.writers.clear()
+        self.poll_queue = []
+        if self.epoll_probe is not None:
+            self.epoll_probe.close()
         self.files.close()
         ar_ring_exit(&self.ring)
         self.ring_live = False
