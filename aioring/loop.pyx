@@ -838,13 +838,6 @@ cdef class BaseLoop:
         if self._old_agen_hooks is not None:
             sys.set_asyncgen_hooks(*self._old_agen_hooks)
             self._old_agen_hooks = None
-        # transports by fd: add_reader & co. refuse a transport's descriptor
-        self._transports = weakref.WeakValueDictionary()
-        self._unix_server_sockets = {}      # create_unix_server's cleanup
-
-    def _make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None):
-        return _RingSocketTransport(self, sock, protocol, waiter, extra, server)
 
     def run_forever(self):
         """Run until stop() is called."""

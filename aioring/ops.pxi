@@ -3,6 +3,8 @@
 # request's completions.  A cancel never frees an operation; its final
 # completion does (BaseLoop._process_completions drops the loop's reference).
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
+
 cdef enum:
     READ_WAKEUP = 1       # the cross-thread wake-up eventfd
     READ_SIGNALS = 2      # the signal wake-up socket
@@ -28,7 +30,7 @@ cdef class RecvOp(Operation):
         transport = self.transport
         data = None
         if res > 0:
-            data = self.buf[:res]
+            data = PyBytes_FromStringAndSize(<char *>self.buf, res)
         self.transport = None
         self.buf = None             # the kernel is done with it
         if self.loop != NULL:

@@ -12,6 +12,9 @@ from asyncio import protocols as _protocols
 # Server._detach() learned its transport argument in 3.12.
 _DETACH_TAKES_TRANSPORT = len(_inspect.signature(asyncio.base_events.Server._detach).parameters) > 1
 
+# SO_LINGER on with a zero timeout: close() resets the connection.
+_LINGER_RESET = __import__('struct').pack('ii', 1, 0)
+
 # Bytes asked of one recv.  asyncio's transport asks 256 KiB of recv(); a
 # buffer that stays with the kernel while it waits is kept smaller.
 cdef Py_ssize_t RECV_SIZE = 64 * 1024
@@ -24,6 +27,11 @@ class _RingSocketTransport(_selector_events._SelectorSocketTransport):
     _slot = -1          # fixed-file slot of the socket, or -1
     _ring_loop = None   # the loop, kept after asyncio drops _loop
     _closed_sock = None # socket to close once the kernel is done with it
+    # Bytes the kernel handed us that the protocol never got (closed while a
+    # recv was in flight, a failed get_buffer, a stash left at close).  With
+    # asyncio's transport they would still sit in the socket, and closing it
+    # would send the peer a reset: we send the same.
+    _unread = False
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         super().__init__(loop, sock, protocol, waiter, extra, server)
@@ -80,6 +88,11 @@ class _RingSocketTransport(_selector_events._SelectorSocketTransport):
         slot, self._slot = self._slot, -1
         if slot >= 0:
             self._ring_loop._release_slot(slot)
+        if self._unread or self._stash:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
         sock.close()
 
     def __del__(self, _warn=warnings.warn):
@@ -104,11 +117,13 @@ class _RingSocketTransport(_selector_events._SelectorSocketTransport):
 
     def _recv_done(self, data, int res):
         self._recv_op = None
+        if res > 0 and (self._closing or self._sock is None):
+            self._unread = True         # closed: asyncio reads no more either
         if self._closed_sock is not None:
             self._release_socket()
             return
         if self._conn_lost or self._sock is None:
-            return                      # closed: asyncio reads no more either
+            return
         if res < 0:
             if res != -ECANCELED:
                 self._fatal_error(OSError(-res, os.strerror(-res)),
@@ -161,6 +176,7 @@ class _RingSocketTransport(_selector_events._SelectorSocketTransport):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
+                self._unread = True
                 self._fatal_error(
                     exc, 'Fatal error: protocol.get_buffer() call failed.')
                 return False
