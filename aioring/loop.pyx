@@ -1011,7 +1011,7 @@ _FROM_SELECTOR_LOOP = (
 _FROM_UNIX_LOOP = (
     'add_signal_handler', 'remove_signal_handler', '_handle_signal',
     '_check_signal', '_process_self_data',
-    'create_unix_connection', 'create_unix_server', '_stop_serving',
+    'create_unix_connection', 'create_unix_server',
     # sock_sendfile's native path: os.sendfile() paced by add_writer
     '_sock_sendfile_native', '_sock_sendfile_native_impl',
     '_sock_sendfile_update_filepos', '_sock_add_cancellation_callback',
@@ -1052,5 +1052,26 @@ def _borrow(target, source, names):
 
 _borrow(Loop, asyncio.BaseEventLoop, _FROM_BASE_EVENT_LOOP)
 _borrow(Loop, _selector_events.BaseSelectorEventLoop, _FROM_SELECTOR_LOOP)
-# after the selector loop's: the Unix loop's _stop_serving (3.13) wins
 _borrow(Loop, _unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
+
+
+def _unix_stop_serving(self, sock):
+    # 3.13+: a closed Unix server removes its socket file.  asyncio's method
+    # reaches the selector loop's through super(), which only works on its
+    # own subclasses, so the two steps are spelled out here.
+    path = sock.getsockname() if sock in self._unix_server_sockets else None
+    _selector_events.BaseSelectorEventLoop._stop_serving(self, sock)
+    if path is not None:
+        prev_ino = self._unix_server_sockets.pop(sock)
+        try:
+            if os.stat(path).st_ino == prev_ino:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            _logger.error('Unable to clean up listening UNIX socket '
+                          '%r: %r', sock, err)
+
+
+if '_stop_serving' in vars(_unix_events._UnixSelectorEventLoop):
+    Loop._stop_serving = _unix_stop_serving
