@@ -19,6 +19,7 @@ import tempfile
 import pytest
 
 import aioring
+from _loop_helpers import is_aioring  # noqa: F401  (re-exported)
 
 
 def has_ipv6():
@@ -33,13 +34,8 @@ def has_ipv6():
 
 
 HAS_IPV6 = has_ipv6()
+needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
 KINDS = ["tcp4", "tcp6", "unix"]
-
-
-def is_aioring(loop=None):
-    if loop is None:
-        loop = asyncio.get_running_loop()
-    return isinstance(loop, aioring.Loop)
 
 
 def skip_unless_kind(kind):
@@ -269,3 +265,18 @@ def nofile_at_least(n):
     finally:
         if want != soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def fill(sock):
+    """Write until the socket's send buffer is full."""
+    chunk = b"x" * 65536
+    try:
+        while True:
+            sock.send(chunk)
+    except BlockingIOError:
+        pass
+
+
+async def wait(fut, timeout=10):
+    """Await fut (shielded) with a bound, so no test can hang."""
+    return await asyncio.wait_for(asyncio.shield(fut), timeout)

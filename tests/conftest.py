@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 import aioring
+from _stream_helpers import short_tmpdir
 
 LOOP_FACTORIES = {
     "asyncio": asyncio.SelectorEventLoop,
@@ -36,3 +37,10 @@ def any_loop(loop_name):
     finally:
         if not loop.is_closed():
             loop.close()
+
+
+@pytest.fixture
+def sdir():
+    """A short temporary directory, for AF_UNIX socket paths."""
+    with short_tmpdir() as d:
+        yield d

@@ -19,6 +19,7 @@ import pytest
 import aioring
 
 from _loop_helpers import is_aioring, on_stock, run_briefly
+from _stream_helpers import fill
 
 
 @pytest.fixture
@@ -56,16 +57,6 @@ def drain(sock):
     try:
         while sock.recv(65536):
             pass
-    except BlockingIOError:
-        pass
-
-
-def fill(sock):
-    """Write until the socket's send buffer is full."""
-    chunk = b"x" * 65536
-    try:
-        while True:
-            sock.send(chunk)
     except BlockingIOError:
         pass
 

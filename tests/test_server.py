@@ -21,23 +21,12 @@ import tempfile
 import pytest
 
 from _stream_helpers import (
-    HAS_IPV6, Factory, Recorder, exc_record, on_stock_thread, same_as_stock,
-    short_tmpdir)
+    HAS_IPV6, Factory, Recorder, exc_record, needs_ipv6, on_stock_thread,
+    same_as_stock, wait)
 from _loop_helpers import on_stock
 
-needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
-
-
-@pytest.fixture
-def sdir():
-    with short_tmpdir() as d:
-        yield d
-
-
-async def wait(fut, timeout=10):
-    return await asyncio.wait_for(asyncio.shield(fut), timeout)
 
 
 def echo(p, data):

@@ -22,23 +22,11 @@ import pytest
 import aioring
 
 from _loop_helpers import is_aioring
+from _stream_helpers import HAS_IPV6, fill, needs_ipv6  # noqa: F401
 
 T = 10          # seconds: the bound on every wait
 
 
-def _has_ipv6():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-HAS_IPV6 = _has_ipv6()
-needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
 
 INET = [
     pytest.param((socket.AF_INET, "127.0.0.1"), id="ipv4"),
@@ -157,15 +145,6 @@ def same_kind_loop():
     if is_aioring():
         return aioring.new_event_loop()
     return asyncio.SelectorEventLoop()
-
-
-def fill(sock):
-    chunk = b"x" * 65536
-    try:
-        while True:
-            sock.send(chunk)
-    except BlockingIOError:
-        pass
 
 
 # -- sock_recv / sock_recv_into / sock_sendall ---------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from _stream_helpers import (
     KINDS, Factory, Recorder, exc_record, open_pair, same_as_stock, sha,
-    short_tmpdir, skip_unless_kind)
+    skip_unless_kind, wait)
 
 MiB = 1 << 20
 
@@ -26,16 +26,6 @@ MiB = 1 << 20
 def kind(request):
     skip_unless_kind(request.param)
     return request.param
-
-
-@pytest.fixture
-def sdir():
-    with short_tmpdir() as d:
-        yield d
-
-
-async def wait(fut, timeout=10):
-    return await asyncio.wait_for(asyncio.shield(fut), timeout)
 
 
 async def until(cond, timeout=10):

@@ -14,17 +14,10 @@ import pytest
 
 import aioring
 from _stream_helpers import (
-    Factory, Recorder, count_fds, nofile_at_least, open_pair, short_tmpdir,
-    skip_unless_kind)
+    Factory, Recorder, count_fds, nofile_at_least, open_pair, skip_unless_kind)
 
 MiB = 1 << 20
 CHUNK = 64 * 1024
-
-
-@pytest.fixture
-def sdir():
-    with short_tmpdir() as d:
-        yield d
 
 
 class Pump(asyncio.Protocol):
