@@ -1,7 +1,12 @@
 # Declarations of the loop extension: handles, operation records and the loop.
 from libc.stdint cimport uint64_t, int64_t
 from cpython.ref cimport PyObject
-from aioring._ring.ring cimport ar_ring
+from libc.stdint cimport uint16_t
+from aioring._ring.ring cimport ar_ring, ar_bufring, msghdr, iovec
+
+# Chunks one send hands the kernel at most (the rest waits for the next).
+cdef enum:
+    SEND_IOV_MAX = 64
 
 
 cdef class BaseLoop
@@ -55,12 +60,99 @@ cdef class InternalRead(Operation):
         char buf[512]
 
 
-cdef class RecvOp(Operation):
-    # One recv of a stream transport into `buf`, which it owns until the
-    # final completion; the result goes to transport._recv_done().
+cdef class RecvBuffers:
+    # The loop's provided-buffer ring for stream receives (recvbuffers.pxi).
     cdef:
-        object transport
+        ar_bufring br
+        bint ready
+        int error                       # -errno when setup failed
+        readonly unsigned long long enobufs     # recvs that found the pool empty
+        unsigned long long grown_at     # loop iteration of the last growth
+    cdef int setup(self, ar_ring *ring)
+    cdef char *addr(self, uint16_t bid)
+    cdef void recycle(self, uint16_t bid)
+    cdef exhausted(self, unsigned long long iteration)
+    cdef free(self, ar_ring *ring)
+    cdef forget(self)
+    cdef dict info(self)
+
+
+cdef class SocketStream:
+    # The state and I/O of one stream transport (stream.pxi); the
+    # asyncio.Transport the protocol sees is a thin front for it.
+    cdef:
+        BaseLoop loop           # None once connection_lost() has run
+        BaseLoop ring_loop      # kept until the socket is released
+        object transport        # the front object (None once released)
+        object sock             # None once connection_lost() has run
+        object closed_sock      # the socket, until the kernel lets go of it
+        int fd
+        int slot                # fixed-file slot, or -1
+        object protocol
+        bint buffered           # the protocol is a BufferedProtocol
+        bint protocol_connected
+        object server
+        bint closing
+        bint paused             # pause_reading()
+        bint eof                # write_eof()
+        int conn_lost
+        bint protocol_paused    # pause_writing() called
+        Py_ssize_t high_water
+        Py_ssize_t low_water
+        # receiving
+        Operation recv_op       # RecvSelectOp or RecvOp in flight, or None
+        list stash              # chunks received while paused (b'' = EOF)
+        bint unread             # received bytes the protocol never got
+        # sending
+        list wbuf               # bytes objects not yet sent
+        Py_ssize_t woff         # bytes of wbuf[0] already sent
+        Py_ssize_t wsize        # bytes in wbuf not yet sent
+        SendOp send_op          # reused; in flight or idle
+        bint send_queued        # waiting in the loop's send_queue
+        object empty_waiter     # sendfile's wait for an empty buffer
+
+    cdef _arm_recv(self)
+    cdef _cancel_recv(self)
+    cdef _recv_done(self, char *buf, int res, bint final)
+    cdef bint _deliver(self, char *buf, Py_ssize_t n) except -1
+    cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1
+    cdef _keep(self, object chunk)
+    cdef _on_eof(self)
+    cdef _submit_send(self)
+    cdef _send_done(self, int res)
+    cdef _maybe_pause_protocol(self)
+    cdef _maybe_resume_protocol(self)
+    cdef _fatal_error(self, exc, message)
+    cdef _force_close(self, exc)
+    cdef _maybe_release(self)
+
+
+cdef class RecvOp(Operation):
+    # A stream's recv into a buffer of its own: used when the kernel gives
+    # the loop no provided-buffer ring.
+    cdef:
+        SocketStream stream
         bytearray buf
+
+
+cdef class RecvSelectOp(Operation):
+    # A stream's (multishot) recv into the loop's receive buffers: one
+    # completion per chunk, the buffer named in the CQE flags, handed back
+    # to the pool as soon as the chunk has been copied out.
+    cdef:
+        SocketStream stream
+        RecvBuffers pool
+
+
+cdef class SendOp(Operation):
+    # The one send of a stream in flight: up to SEND_IOV_MAX of its queued
+    # chunks in one send/sendmsg.  `keep` holds the chunks' memory until the
+    # final completion, whatever becomes of the stream's queue meanwhile.
+    cdef:
+        SocketStream stream
+        object keep
+        msghdr msg
+        iovec iov[SEND_IOV_MAX]
 
 
 cdef class PollOp(Operation):
@@ -136,6 +228,10 @@ cdef class BaseLoop:
         list poll_queue         # PollOps to submit with the next enter
         object epoll_probe      # an epoll set, asked what epoll would refuse
         set user_ops            # operations for the program's I/O, in flight
+        list send_queue         # SocketStreams with data to send at the next enter
+        RecvBuffers recv_buffers
+        bint recv_multishot     # the kernel takes multishot recvs (6.0+)
+        unsigned long long iteration
 
     cdef double _time(self)
     cdef _check_closed_fast(self)
@@ -153,7 +249,9 @@ cdef class BaseLoop:
     cdef _queue_poll(self, PollOp op)
     cdef _flush_poll_queue(self)
     cdef bint _same_file(self, PollOp op)
-    cdef RecvOp _submit_recv(self, object transport, int fd, int slot, Py_ssize_t n)
+    cdef _submit_recv(self, SocketStream stream)
+    cdef _flush_send_queue(self)
+    cdef _cancel_op(self, Operation op)
     cdef _poll_done(self, PollOp op, int res)
     cdef _queue_poll_batch(self)
     cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args)

@@ -89,6 +89,7 @@ _REQUIRED_OPS = (
 include "handles.pxi"
 include "ops.pxi"
 include "filetable.pxi"
+include "recvbuffers.pxi"
 include "stream.pxi"
 
 
@@ -118,6 +119,9 @@ cdef class BaseLoop:
         self.poll_queue = []
         self.epoll_probe = select.epoll()
         self.user_ops = set()
+        self.send_queue = []
+        self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
+        self.recv_multishot = True
 
         self.ring_live = False
         self.wakeup_fd = -1
@@ -444,6 +448,9 @@ cdef class BaseLoop:
 
     cdef _poll(self, int64_t timeout_ns):
         cdef int ret
+        self.iteration += 1
+        if self.send_queue:
+            self._flush_send_queue()
         if self.poll_queue:
             self._flush_poll_queue()
         if timeout_ns != 0:
@@ -604,6 +611,7 @@ cdef class BaseLoop:
                 'thread that ran it last (a single-issuer ring); run it from that '
                 'thread, or close its transports first')
         self._orphan_operations()
+        self.recv_buffers.free(&self.ring)
         self.files.close()
         ar_ring_exit(&self.ring)
         self.ring_live = False
@@ -679,14 +687,35 @@ cdef class BaseLoop:
                 self._queue_poll(op)
         self.poll_batch.clear()
 
-    cdef RecvOp _submit_recv(self, object transport, int fd, int slot, Py_ssize_t n):
-        cdef RecvOp op = RecvOp.__new__(RecvOp)
-        op.transport = transport
-        op.buf = bytearray(n)
-        prep_recv(&self.ring, op, fd, slot, <char *>op.buf, n)
-        self._track(op)
-        self.user_ops.add(op)
-        return op
+    # -- stream I/O (stream.pxi) --------------------------------------------------
+
+    cdef _submit_recv(self, SocketStream stream):
+        cdef RecvSelectOp sop
+        cdef RecvOp op
+        if self.recv_buffers.ready or self.recv_buffers.setup(&self.ring) == 0:
+            sop = RecvSelectOp.__new__(RecvSelectOp)
+            sop.stream = stream
+            sop.pool = self.recv_buffers
+            prep_recv_select(&self.ring, sop, stream.fd, stream.slot,
+                             RECV_BUFFER_GROUP, self.recv_multishot)
+            stream.recv_op = sop
+        else:
+            # no provided-buffer ring: one recv at a time into a buffer of
+            # the stream's own
+            op = RecvOp.__new__(RecvOp)
+            op.stream = stream
+            op.buf = bytearray(RECV_SIZE)
+            prep_recv(&self.ring, op, stream.fd, stream.slot, <char *>op.buf, RECV_SIZE)
+            stream.recv_op = op
+        self._track(stream.recv_op)
+        self.user_ops.add(stream.recv_op)
+
+    cdef _flush_send_queue(self):
+        # each stream's queued writes, one send per stream
+        cdef list queue = self.send_queue
+        self.send_queue = []
+        for stream in queue:
+            (<SocketStream>stream)._submit_send()
 
     def _fixed_slot(self, int fd):
         """A fixed-file slot for fd, or -1 (table off or full)."""
@@ -698,7 +727,7 @@ cdef class BaseLoop:
         if self.ring_live:
             self.files.release(slot)
 
-    def _cancel_op(self, Operation op):
+    cdef _cancel_op(self, Operation op):
         if op.in_flight and self.ring_live:
             prep_cancel(&self.ring, op)     # its final completion frees it
 
@@ -782,11 +811,6 @@ cdef class BaseLoop:
 
     def _remove_writer(self, fd):
         return self._remove_poll(self.writers, fd)
-
-    @property
-    def _selector(self):
-        # asyncio's transports read loop._selector in their repr() only
-        return _PollView(self)
 
     # -- running ----------------------------------------------------------------
 
@@ -910,7 +934,12 @@ cdef class BaseLoop:
                 rounds += 1
         # whatever is still in flight (forked child, foreign thread, a stuck
         # request) keeps its buffer for good
+        if any(isinstance(op, RecvSelectOp) for op in self.user_ops):
+            self.recv_buffers.forget()
+        else:
+            self.recv_buffers.free(&self.ring)
         self._orphan_operations()
+        self.send_queue = []
         self.readers.clear()
         self.writers.clear()
         self.poll_queue = []
@@ -947,26 +976,9 @@ cdef class BaseLoop:
             'fixed_files_size': self.files.size,
             'fixed_files_in_use': self.files.in_use,
             'fixed_files_fallbacks': self.files.fallbacks,
+            'recv_multishot': self.recv_multishot,
+            **self.recv_buffers.info(),
         }
-
-
-class _PollView:
-    """What asyncio's transports ask of loop._selector (get_key(fd).events):
-    whether a descriptor is being read (a poll, or a transport's ring recv)
-    and written (a poll)."""
-
-    def __init__(self, loop):
-        self._loop = loop
-
-    def get_key(self, fd):
-        cdef BaseLoop loop = self._loop
-        transport = self._loop._transports.get(fd)
-        ring_reading = getattr(transport, '_recv_op', None) is not None
-        events = ((_selectors.EVENT_READ if fd in loop.readers or ring_reading else 0) |
-                  (_selectors.EVENT_WRITE if fd in loop.writers else 0))
-        if not events:
-            raise KeyError(fd)
-        return _selectors.SelectorKey(fd, fd, events, None)
 
 
 def _timer_key(TimerHandle t):
@@ -1041,7 +1053,7 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
-        return _RingSocketTransport(self, sock, protocol, waiter, extra, server)
+        return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
 
 def _borrow(target, source, names):

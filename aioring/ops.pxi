@@ -3,7 +3,13 @@
 # request's completions.  A cancel never frees an operation; its final
 # completion does (BaseLoop._process_completions drops the loop's reference).
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memset, memcpy
+from libc.stdint cimport uint16_t
+
+cdef extern from "sys/socket.h":
+    enum: MSG_NOSIGNAL
+
 
 cdef enum:
     READ_WAKEUP = 1       # the cross-thread wake-up eventfd
@@ -27,14 +33,35 @@ cdef class InternalRead(Operation):
 
 cdef class RecvOp(Operation):
     cdef complete(self, int res, unsigned flags):
-        transport = self.transport
-        data = None
-        if res > 0:
-            data = PyBytes_FromStringAndSize(<char *>self.buf, res)
-        self.transport = None
-        self.buf = None             # the kernel is done with it
-        if self.loop != NULL:
-            transport._recv_done(data, res)
+        stream = self.stream
+        self.stream = None
+        try:
+            stream._recv_done(<char *>self.buf if res > 0 else NULL, res, True)
+        finally:
+            self.buf = None             # the kernel is done with it
+
+
+cdef class RecvSelectOp(Operation):
+    cdef complete(self, int res, unsigned flags):
+        cdef uint16_t bid
+        cdef bint final = not (flags & IORING_CQE_F_MORE)
+        stream = self.stream
+        if final:
+            self.stream = None
+        if flags & IORING_CQE_F_BUFFER:
+            bid = <uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT)
+            try:
+                stream._recv_done(self.pool.addr(bid), res, final)
+            finally:
+                self.pool.recycle(bid)
+        else:
+            stream._recv_done(NULL, res, final)
+
+
+cdef class SendOp(Operation):
+    cdef complete(self, int res, unsigned flags):
+        self.keep = None
+        self.stream._send_done(res)
 
 
 cdef class PollOp(Operation):
@@ -60,16 +87,67 @@ cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1
     return 0
 
 
-cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
-    # through the fixed-file slot when the socket has one
+cdef inline io_uring_sqe *socket_sqe(ar_ring *ring) except NULL:
     cdef io_uring_sqe *sqe = ar_get_sqe(ring)
     if sqe == NULL:
         raise RuntimeError('io_uring submission queue is full and could not be flushed')
+    return sqe
+
+
+# Socket requests name the socket's fixed-file slot when it has one
+# (slot >= 0), else its fd.
+
+cdef inline int target(int fd, int slot):
+    return slot if slot >= 0 else fd
+
+
+cdef inline void use_slot(io_uring_sqe *sqe, int slot):
     if slot >= 0:
-        ar_prep_recv(sqe, slot, buf, n, op_user_data(op))
         sqe.flags |= IOSQE_FIXED_FILE
+
+
+cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
+    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    ar_prep_recv(sqe, target(fd, slot), buf, n, op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
+cdef int prep_recv_select(ar_ring *ring, Operation op, int fd, int slot,
+                          uint16_t bgid, bint multishot) except -1:
+    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    ar_prep_recv_select(sqe, target(fd, slot), bgid, multishot, op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
+cdef int prep_send(ar_ring *ring, SendOp op, int fd, int slot, list chunks,
+                   Py_ssize_t offset) except -1:
+    # chunks: bytes objects, the first `offset` bytes of chunks[0] already sent
+    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef Py_ssize_t i, n = len(chunks)
+    cdef bytes chunk
+    if n > SEND_IOV_MAX:
+        n = SEND_IOV_MAX
+    if n == 1:
+        chunk = <bytes>chunks[0]
+        op.keep = chunk
+        ar_prep_send(sqe, target(fd, slot), PyBytes_AS_STRING(chunk) + offset,
+                     <unsigned>(PyBytes_GET_SIZE(chunk) - offset), MSG_NOSIGNAL,
+                     op_user_data(op))
     else:
-        ar_prep_recv(sqe, fd, buf, n, op_user_data(op))
+        op.keep = chunks[:n]
+        for i in range(n):
+            chunk = <bytes>chunks[i]
+            op.iov[i].iov_base = PyBytes_AS_STRING(chunk)
+            op.iov[i].iov_len = PyBytes_GET_SIZE(chunk)
+        op.iov[0].iov_base = <char *>op.iov[0].iov_base + offset
+        op.iov[0].iov_len -= offset
+        memset(&op.msg, 0, sizeof(op.msg))
+        op.msg.msg_iov = op.iov
+        op.msg.msg_iovlen = n
+        ar_prep_sendmsg(sqe, target(fd, slot), &op.msg, MSG_NOSIGNAL, op_user_data(op))
+    use_slot(sqe, slot)
     return 0
 
 

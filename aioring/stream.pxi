@@ -1,202 +1,646 @@
-# Stream transports (TCP and Unix) whose receive path runs on the ring.
+# Stream transports (TCP and Unix sockets) driven by ring completions.
 #
-# _RingSocketTransport is asyncio's own socket transport with its reading
-# replaced: instead of a readiness poll followed by recv(), one IORING_OP_RECV
-# is kept in flight while the transport reads.  Everything else (writes and
-# flow control, close/abort, half close, extra info, repr, sendfile and
-# start_tls compatibility) is asyncio's code, so it behaves as the stock
-# loop's transport of the running Python does.
+# SocketStream holds a connection's state and does its I/O:
+# - receiving: one multishot recv into the loop's receive buffers stays armed
+#   while the transport reads; each completion's chunk is copied out to the
+#   protocol (data_received(bytes), or get_buffer()/buffer_updated()) and the
+#   buffer goes straight back.  pause_reading() cancels the recv; chunks that
+#   were already on their way are kept for resume_reading().
+# - sending: write() queues bytes; at most one send is in flight, and what
+#   was queued meanwhile goes out together in the next one (one sendmsg).
+#   Sends are submitted with the loop's next io_uring_enter, so the writes
+#   of one loop iteration cost no system call of their own.
+# - closing: the socket's requests are cancelled, and the socket (its
+#   fixed-file slot, then its fd) is released only after their final
+#   completions.
+#
+# asyncio.Transport lays out its instances itself (__slots__), so an
+# extension type cannot also be one.  _SocketTransport is the object the
+# protocol and the program see: an asyncio.Transport whose methods hand over
+# to its SocketStream.  Behaviour follows asyncio's _SelectorSocketTransport
+# of the running Python, message for message.
 
+from asyncio import constants as _constants
+from asyncio import futures as _futures
 from asyncio import protocols as _protocols
+from asyncio import transports as _transports
+from asyncio import trsock as _trsock
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_GET_SIZE
 
-# Server._detach() learned its transport argument in 3.12.
-_DETACH_TAKES_TRANSPORT = len(_inspect.signature(asyncio.base_events.Server._detach).parameters) > 1
+cdef extern from "errno.h":
+    enum: ENOBUFS
+    enum: EINVAL
+
+# Server._attach()/_detach() learned their transport argument in 3.12.
+_SERVER_TAKES_TRANSPORT = len(_inspect.signature(asyncio.base_events.Server._detach).parameters) > 1
+cdef bint _WRITELINES_OWN_MESSAGE = sys.version_info >= (3, 12)
 
 # SO_LINGER on with a zero timeout: close() resets the connection.
 _LINGER_RESET = __import__('struct').pack('ii', 1, 0)
 
-# Bytes asked of one recv.  asyncio's transport asks 256 KiB of recv(); a
-# buffer that stays with the kernel while it waits is kept smaller.
+# The private-buffer recv (no provided-buffer ring) asks this much at once.
 cdef Py_ssize_t RECV_SIZE = 64 * 1024
 
+cdef object _BufferedProtocol = _protocols.BufferedProtocol
+cdef object _set_nodelay = _base_events._set_nodelay
+cdef int LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 
-class _RingSocketTransport(_selector_events._SelectorSocketTransport):
 
-    _recv_op = None     # the RecvOp in flight, if any
-    _stash = None       # chunks received after pause_reading(); b'' is EOF
-    _slot = -1          # fixed-file slot of the socket, or -1
-    _ring_loop = None   # the loop, kept after asyncio drops _loop
-    _closed_sock = None # socket to close once the kernel is done with it
-    # Bytes the kernel handed us that the protocol never got (closed while a
-    # recv was in flight, a failed get_buffer, a stash left at close).  With
-    # asyncio's transport they would still sit in the socket, and closing it
-    # would send the peer a reset: we send the same.
-    _unread = False
+cdef inline object _oserror(int res):
+    # OSError(errno, ...) picks the subclass (ConnectionResetError, ...)
+    return OSError(-res, os.strerror(-res))
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(loop, sock, protocol, waiter, extra, server)
-        self._ring_loop = loop
-        self._slot = loop._fixed_slot(self._sock_fd)
 
-    # -- asyncio's hooks that start and stop reading ------------------------
+cdef class SocketStream:
 
-    def _add_reader(self, fd, callback, *args):
-        # asyncio calls this to start reading and from resume_reading()
-        if not self.is_reading():
+    def __cinit__(self):
+        self.slot = -1
+        self.wbuf = []
+        self.high_water = 64 * 1024
+        self.low_water = 16 * 1024
+
+    # -- receiving -------------------------------------------------------
+
+    def _start_reading(self):
+        # after connection_made() (asyncio starts reading one callback later)
+        if self.closing or self.paused:
             return
-        if self._stash:
-            self._loop.call_soon(self._deliver_stash)
+        if self.stash:
+            self._deliver_stash()
         else:
-            self._start_recv()
+            self._arm_recv()
 
-    def pause_reading(self):
-        super().pause_reading()
-        self._cancel_recv()
+    cdef _arm_recv(self):
+        if self.recv_op is None and self.sock is not None and self.loop is not None:
+            self.loop._submit_recv(self)
 
-    def close(self):
-        super().close()
-        self._cancel_recv()
+    cdef _cancel_recv(self):
+        # The final completion still comes (maybe with data the kernel had
+        # already taken): _recv_done keeps what arrives while paused.
+        if self.recv_op is not None and self.ring_loop is not None:
+            self.ring_loop._cancel_op(self.recv_op)
 
-    def _force_close(self, exc):
-        super()._force_close(exc)
-        self._cancel_recv()
-
-    def _call_connection_lost(self, exc):
-        # asyncio's, except that the socket is closed only once the kernel
-        # has let go of it: cancel (done by close/abort), final completion,
-        # slot released, fd closed.
-        try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._closed_sock = self._sock
-            self._sock = None
-            self._protocol = None
-            self._loop = None
-            server = self._server
-            if server is not None:
-                if _DETACH_TAKES_TRANSPORT:
-                    server._detach(self)
-                else:
-                    server._detach()
-                self._server = None
-            if self._recv_op is None:
-                self._release_socket()
-
-    def _release_socket(self):
-        sock, self._closed_sock = self._closed_sock, None
-        slot, self._slot = self._slot, -1
-        if slot >= 0:
-            self._ring_loop._release_slot(slot)
-        if self._unread or self._stash:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        sock.close()
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None and self._slot >= 0:
-            self._ring_loop._release_slot(self._slot)
-            self._slot = -1
-        super().__del__(_warn)
-
-    # -- the ring receive ----------------------------------------------------
-
-    def _start_recv(self):
-        if self._recv_op is None and self._sock is not None:
-            self._recv_op = (<BaseLoop>self._loop)._submit_recv(
-                self, self._sock_fd, self._slot, RECV_SIZE)
-
-    def _cancel_recv(self):
-        # The completion still comes (with data, if the kernel had some
-        # already): _recv_done keeps what arrives while paused.
-        op = self._recv_op
-        if op is not None and self._loop is not None:
-            (<BaseLoop>self._loop)._cancel_op(op)
-
-    def _recv_done(self, data, int res):
-        self._recv_op = None
-        if res > 0 and (self._closing or self._sock is None):
-            self._unread = True         # closed: asyncio reads no more either
-        if self._closed_sock is not None:
-            self._release_socket()
+    cdef _recv_done(self, char *buf, int res, bint final):
+        # One completion of the recv: res bytes at buf (valid only during
+        # this call), 0 for EOF, or -errno.
+        if final:
+            self.recv_op = None
+        if self.sock is None or self.conn_lost or self.closing:
+            # closed: asyncio would not have read these bytes
+            if res > 0:
+                self.unread = True
+            if final:
+                self._maybe_release()
             return
-        if self._conn_lost or self._sock is None:
+        if self.loop._closed:
             return
-        if res < 0:
-            if res != -ECANCELED:
-                self._fatal_error(OSError(-res, os.strerror(-res)),
-                                  'Fatal read error on socket transport')
-            return
-        chunk = data if res > 0 else b''
-        if not self.is_reading():
-            if not self._closing:       # paused: keep it for resume_reading()
-                if self._stash is None:
-                    self._stash = []
-                self._stash.append(chunk)
-            return
-        if self._deliver(chunk) and self.is_reading():
-            self._start_recv()
+        if res > 0:
+            if self.stash is not None or self.paused:
+                self._keep(PyBytes_FromStringAndSize(buf, res))
+            elif not self._deliver(buf, res):
+                return
+            if final and not self.paused and not self.closing:
+                self._arm_recv()
+        elif res == 0:
+            if self.stash is not None or self.paused:
+                self._keep(b'')
+            else:
+                self._on_eof()
+        elif res == -ECANCELED:
+            # cancelled by pause_reading(); resumed since?
+            if not self.paused and self.stash is None:
+                self._arm_recv()
+        elif res == -ENOBUFS:
+            self.loop.recv_buffers.exhausted(self.loop.iteration)
+            if not self.paused:
+                self._arm_recv()
+        elif res == -EINVAL and self.loop.recv_multishot:
+            # a kernel older than 6.0 refuses multishot recv: single shots
+            self.loop.recv_multishot = False
+            self._arm_recv()
+        else:
+            self._fatal_error(_oserror(res), 'Fatal read error on socket transport')
+
+    cdef _keep(self, object chunk):
+        # received while paused (or behind such chunks): for resume_reading()
+        if self.stash is None:
+            self.stash = []
+        self.stash.append(chunk)
 
     def _deliver_stash(self):
-        while self._stash and self.is_reading():
-            if not self._deliver(self._stash.pop(0)):
+        cdef bytes chunk
+        while self.stash and not self.paused and not self.closing:
+            chunk = self.stash.pop(0)
+            if not chunk:
+                if not self.stash:
+                    self.stash = None
+                self._on_eof()
                 return
-        if self.is_reading() and not self._stash:
-            self._start_recv()
+            if not self._deliver(PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk)):
+                return
+        if not self.stash:
+            self.stash = None
+            if not self.paused and not self.closing:
+                self._arm_recv()
 
-    def _deliver(self, chunk):
-        """Hand one received chunk (b'' for EOF) to the protocol; False when
-        reading must stop (EOF, or the transport failed)."""
-        if self._conn_lost:
-            return False
-        if not chunk:
-            self._read_ready__on_eof()
-            return False
-        if isinstance(self._protocol, _protocols.BufferedProtocol):
-            return self._deliver_buffered(chunk)
+    cdef bint _deliver(self, char *buf, Py_ssize_t n) except -1:
+        """Hand n received bytes to the protocol; False when reading must
+        stop (the transport failed)."""
+        if self.buffered:
+            return self._deliver_buffered(buf, n)
         try:
-            self._protocol.data_received(chunk)
+            self.protocol.data_received(PyBytes_FromStringAndSize(buf, n))
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._fatal_error(
-                exc, 'Fatal error: protocol.data_received() call failed.')
+            self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
             return False
         return True
 
-    def _deliver_buffered(self, chunk):
-        view = memoryview(chunk)
-        while view:
+    cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1:
+        # asyncio reads straight into get_buffer(); here the chunk is copied
+        # into it, as many times as the protocol's buffers need.
+        cdef Py_buffer view
+        cdef Py_ssize_t k
+        while n > 0:
             try:
-                buf = self._protocol.get_buffer(-1)
-                if not len(buf):
+                target = self.protocol.get_buffer(-1)
+                if not len(target):
                     raise RuntimeError('get_buffer() returned an empty buffer')
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._unread = True
-                self._fatal_error(
-                    exc, 'Fatal error: protocol.get_buffer() call failed.')
+                self.unread = True
+                self._fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
                 return False
-            target = memoryview(buf).cast('B')
-            n = min(len(target), len(view))
-            target[:n] = view[:n]
-            view = view[n:]
             try:
-                self._protocol.buffer_updated(n)
+                PyObject_GetBuffer(target, &view, PyBUF_WRITABLE)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._fatal_error(
-                    exc, 'Fatal error: protocol.buffer_updated() call failed.')
+                self.unread = True
+                self._fatal_error(exc, 'Fatal read error on socket transport')
                 return False
-            if view and not self.is_reading():
+            k = view.len if view.len < n else n
+            memcpy(view.buf, buf, k)
+            PyBuffer_Release(&view)
+            buf += k
+            n -= k
+            try:
+                self.protocol.buffer_updated(k)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
+                return False
+            if n and (self.paused or self.closing or self.conn_lost):
                 # paused (or closed) by the protocol in the middle of a chunk
-                if not self._closing:
-                    if self._stash is None:
-                        self._stash = []
-                    self._stash.insert(0, bytes(view))
+                if self.closing or self.conn_lost:
+                    self.unread = True
+                else:
+                    if self.stash is None:
+                        self.stash = []
+                    self.stash.insert(0, PyBytes_FromStringAndSize(buf, n))
                 return False
         return True
+
+    cdef _on_eof(self):
+        if self.loop._debug:
+            _logger.debug("%r received EOF", self.transport)
+        try:
+            keep_open = self.protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.eof_received() call failed.')
+            return
+        if not keep_open:
+            self.close()
+        # else: reading stops here (no recv is armed after EOF)
+
+    def pause_reading(self):
+        if self.closing or self.paused:
+            return
+        self.paused = True
+        self._cancel_recv()
+        if self.loop._debug:
+            _logger.debug("%r pauses reading", self.transport)
+
+    def resume_reading(self):
+        if self.closing or not self.paused:
+            return
+        self.paused = False
+        if self.stash:
+            self.loop._call_soon(self._deliver_stash, (), None)
+        else:
+            self._arm_recv()
+        if self.loop._debug:
+            _logger.debug("%r resumes reading", self.transport)
+
+    # -- sending -----------------------------------------------------------
+
+    def write(self, data):
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f'data argument must be a bytes-like object, '
+                                f'not {type(data).__name__!r}')
+        if self.eof:
+            raise RuntimeError('Cannot call write() after write_eof()')
+        if self.empty_waiter is not None:
+            raise RuntimeError('unable to write; sendfile is in progress')
+        if not data:
+            return
+        if self.conn_lost:
+            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _logger.warning('socket.send() raised exception.')
+            self.conn_lost += 1
+            return
+        if type(data) is not bytes:
+            data = bytes(data)      # the caller may change its buffer later
+        self.wbuf.append(data)
+        self.wsize += PyBytes_GET_SIZE(data)
+        if not self.send_queued and (self.send_op is None or not self.send_op.in_flight):
+            self.send_queued = True
+            self.loop.send_queue.append(self)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        if self.eof:
+            raise RuntimeError('Cannot call writelines() after write_eof()'
+                               if _WRITELINES_OWN_MESSAGE else
+                               'Cannot call write() after write_eof()')
+        self.write(b''.join(list_of_data))
+
+    cdef _submit_send(self):
+        # called by the loop before it enters the kernel
+        self.send_queued = False
+        if self.sock is None or not self.wbuf or self.conn_lost:
+            return
+        if self.send_op is None:
+            self.send_op = SendOp.__new__(SendOp)
+            self.send_op.stream = self
+        elif self.send_op.in_flight:
+            return
+        prep_send(&self.ring_loop.ring, self.send_op, self.fd, self.slot, self.wbuf, self.woff)
+        self.ring_loop._track(self.send_op)
+        self.ring_loop.user_ops.add(self.send_op)
+
+    cdef _send_done(self, int res):
+        cdef Py_ssize_t left, size
+        cdef list wbuf = self.wbuf
+        if self.sock is None or self.conn_lost:
+            self._maybe_release()
+            return
+        if res == -ECANCELED or self.loop._closed:
+            return
+        if res < 0:
+            exc = _oserror(res)
+            wbuf.clear()
+            self.wsize = 0
+            self.woff = 0
+            self._fatal_error(exc, 'Fatal write error on socket transport')
+            if self.empty_waiter is not None:
+                self.empty_waiter.set_exception(exc)
+            return
+        # drop what went out
+        self.wsize -= res
+        left = res + self.woff
+        while wbuf:
+            size = PyBytes_GET_SIZE(<bytes>wbuf[0])
+            if left < size:
+                break
+            left -= size
+            del wbuf[0]
+        self.woff = left
+        self._maybe_resume_protocol()       # may write more
+        if wbuf:
+            self._submit_send()
+            return
+        if self.empty_waiter is not None:
+            self.empty_waiter.set_result(None)
+        if self.closing:
+            self._call_connection_lost(None)
+        elif self.eof:
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def write_eof(self):
+        if self.closing or self.eof:
+            return
+        self.eof = True
+        if not self.wbuf:
+            self.sock.shutdown(socket.SHUT_WR)
+
+    cdef _maybe_pause_protocol(self):
+        if self.wsize <= self.high_water or self.protocol_paused:
+            return
+        self.protocol_paused = True
+        try:
+            self.protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler({
+                'message': 'protocol.pause_writing() failed',
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+
+    cdef _maybe_resume_protocol(self):
+        if self.protocol_paused and self.wsize <= self.low_water:
+            self.protocol_paused = False
+            try:
+                self.protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.loop.call_exception_handler({
+                    'message': 'protocol.resume_writing() failed',
+                    'exception': exc,
+                    'transport': self.transport,
+                    'protocol': self.protocol,
+                })
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            if low is None:
+                high = 64 * 1024
+            else:
+                high = 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
+        self.high_water = high
+        self.low_water = low
+        self._maybe_pause_protocol()
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self):
+        if self.closing:
+            return
+        self.closing = True
+        self._cancel_recv()
+        if not self.wbuf:
+            self.conn_lost += 1
+            self.loop._call_soon(self._call_connection_lost, (None,), None)
+
+    def abort(self):
+        if self.wbuf and self.sock is not None and not self.conn_lost and not (
+                self.send_op is not None and self.send_op.in_flight):
+            # Written in this iteration and not yet handed to the kernel:
+            # asyncio's write() would have sent what the socket takes, and
+            # the peer would get it before the abort.  Send it now.
+            try:
+                self.sock.send(memoryview(b''.join(self.wbuf))[self.woff:])
+            except OSError:
+                pass
+        self._force_close(None)
+
+    cdef _fatal_error(self, exc, message):
+        if isinstance(exc, OSError):
+            if self.loop._debug:
+                _logger.debug("%r: %s", self.transport, message, exc_info=True)
+        else:
+            self.loop.call_exception_handler({
+                'message': message,
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        self._force_close(exc)
+
+    cdef _force_close(self, exc):
+        if self.conn_lost:
+            return
+        if self.wbuf:
+            self.wbuf.clear()
+            self.wsize = 0
+            self.woff = 0
+            if self.send_op is not None and self.send_op.in_flight:
+                self.ring_loop._cancel_op(self.send_op)
+        if not self.closing:
+            self.closing = True
+            self._cancel_recv()
+        self.conn_lost += 1
+        self.loop._call_soon(self._call_connection_lost, (exc,), None)
+
+    def _call_connection_lost(self, exc):
+        # asyncio's, except that the socket is released only once the kernel
+        # has let go of it (_maybe_release)
+        try:
+            if self.protocol_connected:
+                self.protocol.connection_lost(exc)
+        finally:
+            self.closed_sock = self.sock
+            self.sock = None
+            self.protocol = None
+            self.loop = None
+            server = self.server
+            if server is not None:
+                self.server = None
+                if _SERVER_TAKES_TRANSPORT:
+                    server._detach(self.transport)
+                else:
+                    server._detach()
+            self._maybe_release()
+
+    cdef _maybe_release(self):
+        # Cancel, final completions, slot cleared, fd closed: in that order.
+        cdef int slot
+        if self.closed_sock is None or self.recv_op is not None:
+            return
+        if self.send_op is not None and self.send_op.in_flight:
+            return
+        sock, self.closed_sock = self.closed_sock, None
+        slot, self.slot = self.slot, -1
+        if slot >= 0 and self.ring_loop is not None:
+            self.ring_loop._release_slot(slot)
+        if self.unread or self.stash:
+            # With asyncio these bytes would still sit in the socket, and
+            # closing it would reset the connection: the peer sees the same.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+        self.stash = None
+        sock.close()
+        self.transport = None
+        self.ring_loop = None
+
+    def _release_unclosed(self):
+        # the transport was collected without close(): no request is in
+        # flight (one would have kept it alive)
+        if self.slot >= 0 and self.ring_loop is not None:
+            self.ring_loop._release_slot(self.slot)
+            self.slot = -1
+        self.sock.close()
+
+    # -- the rest of the transport API ----------------------------------------
+
+    def set_protocol(self, protocol):
+        self.buffered = isinstance(protocol, _BufferedProtocol)
+        self.protocol = protocol
+        self.protocol_connected = True
+
+    def _make_empty_waiter(self):
+        if self.empty_waiter is not None:
+            raise RuntimeError('Empty waiter is already set')
+        self.empty_waiter = self.loop.create_future()
+        if not self.wbuf:
+            self.empty_waiter.set_result(None)
+        return self.empty_waiter
+
+    def _reset_empty_waiter(self):
+        self.empty_waiter = None
+
+
+class _SocketTransport(_transports.Transport):
+    """A TCP or Unix stream transport of an aioring loop."""
+
+    __slots__ = ('_stream', '__weakref__')
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        cdef SocketStream stream = SocketStream.__new__(SocketStream)
+        cdef BaseLoop ring_loop = loop
+        _transports.Transport.__init__(self, extra)
+        self._stream = stream
+        self._extra['socket'] = _trsock.TransportSocket(sock)
+        try:
+            self._extra['sockname'] = sock.getsockname()
+        except OSError:
+            self._extra['sockname'] = None
+        if 'peername' not in self._extra:
+            try:
+                self._extra['peername'] = sock.getpeername()
+            except socket.error:
+                self._extra['peername'] = None
+        stream.loop = stream.ring_loop = ring_loop
+        stream.transport = self
+        stream.sock = sock
+        stream.fd = sock.fileno()
+        stream.set_protocol(protocol)
+        stream.protocol_connected = False
+        stream.server = server
+        if server is not None:
+            if _SERVER_TAKES_TRANSPORT:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[stream.fd] = self
+        _set_nodelay(sock)
+        ring_loop._check_closed_fast()      # asyncio's call_soon() below would raise
+        stream.slot = ring_loop._fixed_slot(stream.fd)
+        stream.protocol_connected = True
+        ring_loop._call_soon(protocol.connection_made, (self,), None)
+        # reading starts after connection_made(), as in asyncio
+        ring_loop._call_soon(stream._start_reading, (), None)
+        if waiter is not None:
+            ring_loop._call_soon(_futures._set_result_unless_cancelled, (waiter, None), None)
+
+    def __repr__(self):
+        cdef SocketStream s = self._stream
+        info = [self.__class__.__name__]
+        if s.sock is None:
+            info.append('closed')
+        elif s.closing:
+            info.append('closing')
+        info.append(f'fd={s.fd}')
+        if s.loop is not None and not s.loop.is_closed():
+            info.append('read=polling' if s.recv_op is not None else 'read=idle')
+            state = 'polling' if s.send_op is not None and s.send_op.in_flight else 'idle'
+            info.append(f'write=<{state}, bufsize={s.wsize}>')
+        return '<{}>'.format(' '.join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        cdef SocketStream s = self._stream
+        if s.sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            s._release_unclosed()
+            if s.server is not None:
+                if _SERVER_TAKES_TRANSPORT:
+                    s.server._detach(self)
+                else:
+                    s.server._detach()
+                s.server = None
+
+    # the protocol's view
+
+    def get_protocol(self):
+        return (<SocketStream>self._stream).protocol
+
+    def set_protocol(self, protocol):
+        (<SocketStream>self._stream).set_protocol(protocol)
+
+    def is_closing(self):
+        return (<SocketStream>self._stream).closing
+
+    def close(self):
+        (<SocketStream>self._stream).close()
+
+    def abort(self):
+        (<SocketStream>self._stream).abort()
+
+    # reading
+
+    def is_reading(self):
+        cdef SocketStream s = self._stream
+        return not s.paused and not s.closing
+
+    def pause_reading(self):
+        (<SocketStream>self._stream).pause_reading()
+
+    def resume_reading(self):
+        (<SocketStream>self._stream).resume_reading()
+
+    # writing
+
+    def write(self, data):
+        (<SocketStream>self._stream).write(data)
+
+    def writelines(self, list_of_data):
+        (<SocketStream>self._stream).writelines(list_of_data)
+
+    def write_eof(self):
+        (<SocketStream>self._stream).write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def get_write_buffer_size(self):
+        return (<SocketStream>self._stream).wsize
+
+    def get_write_buffer_limits(self):
+        cdef SocketStream s = self._stream
+        return (s.low_water, s.high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        (<SocketStream>self._stream).set_write_buffer_limits(high, low)
+
+    # what asyncio's own helpers (sendfile, start_tls) read of a transport
+
+    _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
+
+    @property
+    def _sock(self):
+        return (<SocketStream>self._stream).sock
+
+    @property
+    def _sock_fd(self):
+        return (<SocketStream>self._stream).fd
+
+    @property
+    def _loop(self):
+        return (<SocketStream>self._stream).loop
+
+    @property
+    def _protocol(self):
+        return (<SocketStream>self._stream).protocol
+
+    def _make_empty_waiter(self):
+        return (<SocketStream>self._stream)._make_empty_waiter()
+
+    def _reset_empty_waiter(self):
+        (<SocketStream>self._stream)._reset_empty_waiter()

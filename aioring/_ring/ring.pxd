@@ -44,6 +44,20 @@ cdef extern from "uring.h" nogil:
         unsigned entries
         unsigned buf_size
         uint16_t bgid
+        unsigned provided
+
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+    struct msghdr:
+        void *msg_name
+        unsigned msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
 
     # constants (the kernel header's, or ours where it is too old)
     enum:
@@ -65,6 +79,7 @@ cdef extern from "uring.h" nogil:
         IORING_CQE_F_MORE
         IORING_CQE_F_BUFFER
         IORING_CQE_BUFFER_SHIFT
+        IORING_RECV_MULTISHOT
         IOSQE_FIXED_FILE
         IOSQE_ASYNC
         IOSQE_BUFFER_SELECT
@@ -106,7 +121,8 @@ cdef extern from "uring.h" nogil:
     int ar_ring_unregister_files(ar_ring *r)
 
     int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
-                         unsigned entries, unsigned buf_size)
+                         unsigned entries, unsigned buf_size, unsigned provided)
+    unsigned ar_bufring_grow(ar_bufring *b, unsigned n)
     void ar_bufring_free(ar_ring *r, ar_bufring *b)
     unsigned char *ar_bufring_addr(const ar_bufring *b, uint16_t bid)
     void ar_bufring_recycle(ar_bufring *b, uint16_t bid)
@@ -122,6 +138,12 @@ cdef extern from "uring.h" nogil:
                        uint64_t off, uint64_t user_data)
     void ar_prep_recv(io_uring_sqe *sqe, int fd, void *buf, unsigned len,
                       uint64_t user_data)
+    void ar_prep_recv_select(io_uring_sqe *sqe, int fd, uint16_t bgid,
+                             int multishot, uint64_t user_data)
+    void ar_prep_send(io_uring_sqe *sqe, int fd, const void *buf, unsigned len,
+                      unsigned msg_flags, uint64_t user_data)
+    void ar_prep_sendmsg(io_uring_sqe *sqe, int fd, const msghdr *msg,
+                         unsigned msg_flags, uint64_t user_data)
     void ar_prep_poll_add(io_uring_sqe *sqe, int fd, unsigned poll_mask,
                           int multishot, uint64_t user_data)
     void ar_prep_cancel(io_uring_sqe *sqe, uint64_t target, uint64_t user_data)

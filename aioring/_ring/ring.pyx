@@ -312,7 +312,7 @@ cdef class Ring:
         if bgid in self.bufrings:
             raise ValueError(f'buffer group {bgid} already registered')
         cdef ar_bufring *b = <ar_bufring *>malloc(sizeof(ar_bufring))
-        cdef int ret = ar_bufring_setup(&self.r, b, bgid, entries, buf_size)
+        cdef int ret = ar_bufring_setup(&self.r, b, bgid, entries, buf_size, entries)
         if ret < 0:
             free(b)
             _raise_on(ret)

@@ -367,11 +367,10 @@ int ar_ring_unregister_files(ar_ring *r)
 }
 
 int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
-                     unsigned entries, unsigned buf_size)
+                     unsigned entries, unsigned buf_size, unsigned provided)
 {
     struct io_uring_buf_reg reg;
     long page = sysconf(_SC_PAGESIZE);
-    unsigned i;
     int ret;
 
     memset(b, 0, sizeof(*b));
@@ -386,7 +385,7 @@ int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
     }
     b->bufs_size = (size_t)entries * buf_size;
     b->bufs = mmap(NULL, b->bufs_size, PROT_READ | PROT_WRITE,
-                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+                   MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
     if (b->bufs == MAP_FAILED) {
         ret = -errno;
         munmap(b->br, b->br_size);
@@ -410,10 +409,21 @@ int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
         return ret;
     }
     b->tail = 0;
-    for (i = 0; i < entries; i++)
-        ar_bufring_recycle(b, (uint16_t)i);
-    ar_bufring_publish(b);
+    b->provided = 0;
+    ar_bufring_grow(b, provided);
     return 0;
+}
+
+unsigned ar_bufring_grow(ar_bufring *b, unsigned n)
+{
+    unsigned i;
+    if (n > b->entries - b->provided)
+        n = b->entries - b->provided;
+    for (i = 0; i < n; i++)
+        ar_bufring_recycle(b, (uint16_t)(b->provided + i));
+    b->provided += n;
+    ar_bufring_publish(b);
+    return n;
 }
 
 void ar_bufring_free(ar_ring *r, ar_bufring *b)

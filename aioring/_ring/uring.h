@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <linux/io_uring.h>
 #include <linux/time_types.h>
 
@@ -184,10 +185,17 @@ typedef struct ar_bufring {
     unsigned buf_size;
     uint16_t bgid;
     uint16_t tail;                 /* our tail; published by ar_bufring_publish */
+    unsigned provided;             /* buffers 0..provided-1 handed to the kernel */
 } ar_bufring;
 
+/* Room for `entries` buffers of `buf_size` bytes, of which the first
+ * `provided` are handed to the kernel now; ar_bufring_grow hands out more.
+ * The buffer memory is reserved up front but only touched (and so only
+ * resident) once provided. */
 int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
-                     unsigned entries, unsigned buf_size);
+                     unsigned entries, unsigned buf_size, unsigned provided);
+/* Hand up to n more buffers to the kernel; returns how many. */
+unsigned ar_bufring_grow(ar_bufring *b, unsigned n);
 void ar_bufring_free(ar_ring *r, ar_bufring *b);
 
 static inline unsigned char *ar_bufring_addr(const ar_bufring *b, uint16_t bid)
@@ -274,6 +282,36 @@ static inline void ar_prep_recv(struct io_uring_sqe *sqe, int fd, void *buf,
     /* msg_flags stay 0: never MSG_DONTWAIT, so the kernel polls for us
      * instead of punting to io-wq or failing with EAGAIN */
     ar_prep_rw(sqe, IORING_OP_RECV, fd, buf, len, 0, user_data);
+}
+
+/* A recv that takes its buffer from provided-buffer group `bgid`; with
+ * `multishot` it stays armed and completes once per received chunk (F_MORE
+ * set while it stays armed). */
+static inline void ar_prep_recv_select(struct io_uring_sqe *sqe, int fd,
+                                       uint16_t bgid, int multishot,
+                                       uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_RECV, fd, NULL, 0, 0, user_data);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+    if (multishot)
+        sqe->ioprio |= IORING_RECV_MULTISHOT;
+}
+
+/* Sends: msg_flags never hold MSG_DONTWAIT (see ar_prep_recv). */
+static inline void ar_prep_send(struct io_uring_sqe *sqe, int fd, const void *buf,
+                                unsigned len, unsigned msg_flags, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_SEND, fd, buf, len, 0, user_data);
+    sqe->msg_flags = msg_flags;
+}
+
+static inline void ar_prep_sendmsg(struct io_uring_sqe *sqe, int fd,
+                                   const struct msghdr *msg, unsigned msg_flags,
+                                   uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_SENDMSG, fd, msg, 1, 0, user_data);
+    sqe->msg_flags = msg_flags;
 }
 
 static inline void ar_prep_poll_add(struct io_uring_sqe *sqe, int fd,
