@@ -118,6 +118,7 @@ cdef class SocketStream:
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1
     cdef _keep(self, object chunk)
     cdef _on_eof(self)
+    cdef _queue_send(self)
     cdef _submit_send(self)
     cdef _send_done(self, int res)
     cdef _maybe_pause_protocol(self)
@@ -153,6 +154,12 @@ cdef class SendOp(Operation):
         object keep
         msghdr msg
         iovec iov[SEND_IOV_MAX]
+
+
+cdef class AcceptOp(Operation):
+    # The (multishot) accept of a listening socket; completions go to its
+    # Listener (listener.pxi).
+    cdef object listener
 
 
 cdef class PollOp(Operation):
@@ -231,6 +238,8 @@ cdef class BaseLoop:
         list send_queue         # SocketStreams with data to send at the next enter
         RecvBuffers recv_buffers
         bint recv_multishot     # the kernel takes multishot recvs (6.0+)
+        bint accept_multishot   # the kernel takes multishot accepts (5.19+)
+        dict listeners          # listening fd -> Listener
         unsigned long long iteration
 
     cdef double _time(self)
@@ -252,6 +261,7 @@ cdef class BaseLoop:
     cdef _submit_recv(self, SocketStream stream)
     cdef _flush_send_queue(self)
     cdef _cancel_op(self, Operation op)
+    cdef _cancel_now(self, Operation op)
     cdef _poll_done(self, PollOp op, int res)
     cdef _queue_poll_batch(self)
     cdef object _add_poll(self, dict table, unsigned mask, object fd, object callback, object args)

@@ -91,6 +91,7 @@ include "ops.pxi"
 include "filetable.pxi"
 include "recvbuffers.pxi"
 include "stream.pxi"
+include "listener.pxi"
 
 
 cdef class BaseLoop:
@@ -122,6 +123,8 @@ cdef class BaseLoop:
         self.send_queue = []
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.recv_multishot = True
+        self.accept_multishot = True
+        self.listeners = {}
 
         self.ring_live = False
         self.wakeup_fd = -1
@@ -731,6 +734,51 @@ cdef class BaseLoop:
         if op.in_flight and self.ring_live:
             prep_cancel(&self.ring, op)     # its final completion frees it
 
+    cdef _cancel_now(self, Operation op):
+        # Cancel, and have the kernel carry the cancel out before returning
+        # (the request lets go of its file); its completion is processed
+        # with the others, later.
+        if op.in_flight and self.ring_live:
+            prep_cancel(&self.ring, op)
+            if self.ring.enabled and self.ring_thread == _get_native_id():
+                ar_ring_submit_and_wait(&self.ring, 0, -1)
+                ar_ring_get_events(&self.ring)
+
+    # -- listening sockets (listener.pxi) -----------------------------------------
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
+                       backlog=100, ssl_handshake_timeout=_constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=_constants.SSL_SHUTDOWN_TIMEOUT):
+        # backlog: asyncio accepts at most this many per readiness event; a
+        # multishot accept has no such batches
+        cdef Listener listener
+        self._check_closed_fast()       # as asyncio's _add_reader()
+        listener = Listener.__new__(Listener)
+        listener.loop = self
+        listener.sock = sock
+        listener.fd = sock.fileno()
+        listener.server = server
+        listener.accept_args = (protocol_factory, sslcontext, server,
+                                ssl_handshake_timeout, ssl_shutdown_timeout)
+        old = self.listeners.pop(listener.fd, None)
+        if old is not None:
+            (<Listener>old).stopped = True
+        self.listeners[listener.fd] = listener
+        listener.start()
+
+    def _stop_listening(self, sock):
+        fd = sock.fileno()
+        listener = self.listeners.pop(fd, None) if fd >= 0 else None
+        if listener is None:
+            for key, item in self.listeners.items():
+                if (<Listener>item).sock is sock:
+                    listener = self.listeners.pop(key)
+                    break
+        if listener is not None:
+            (<Listener>listener).stop()
+        else:
+            sock.close()
+
     cdef object _add_poll(self, dict table, unsigned mask, object fileobj, object callback, object args):
         cdef PollOp op
         cdef Handle handle
@@ -790,14 +838,10 @@ cdef class BaseLoop:
             return False
         op.handle._cancel()
         op.handle = None
-        if op.in_flight:
-            prep_cancel(&self.ring, op)     # its last CQE frees it
-            if self.ring.enabled and self.ring_thread == _get_native_id():
-                # Cancel now, not at the next enter: the poll holds the file,
-                # and a program that closes the fd next expects the peer to
-                # see the close at once, as with epoll.
-                ar_ring_submit_and_wait(&self.ring, 0, -1)
-                ar_ring_get_events(&self.ring)
+        # Cancel now, not at the next enter: the poll holds the file, and a
+        # program that closes the fd next expects the peer to see the close
+        # at once, as with epoll.
+        self._cancel_now(op)
         return True
 
     def _add_reader(self, fd, callback, *args):
@@ -1016,9 +1060,8 @@ _FROM_SELECTOR_LOOP = (
     'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
     'sock_accept', '_sock_accept',
-    # accepting servers, driven by the ring polls
-    '_start_serving', '_accept_connection',
-    '_accept_connection2', '_stop_serving',
+    # a connection accepted by a Listener (listener.pxi) becomes a transport
+    '_accept_connection2',
 )
 _FROM_UNIX_LOOP = (
     'add_signal_handler', 'remove_signal_handler', '_handle_signal',
@@ -1072,7 +1115,7 @@ def _unix_stop_serving(self, sock):
     # reaches the selector loop's through super(), which only works on its
     # own subclasses, so the two steps are spelled out here.
     path = sock.getsockname() if sock in self._unix_server_sockets else None
-    _selector_events.BaseSelectorEventLoop._stop_serving(self, sock)
+    self._stop_listening(sock)
     if path is not None:
         prev_ino = self._unix_server_sockets.pop(sock)
         try:
@@ -1087,3 +1130,5 @@ def _unix_stop_serving(self, sock):
 
 if '_stop_serving' in vars(_unix_events._UnixSelectorEventLoop):
     Loop._stop_serving = _unix_stop_serving
+else:
+    Loop._stop_serving = Loop._stop_listening

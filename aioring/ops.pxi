@@ -9,6 +9,7 @@ from libc.stdint cimport uint16_t
 
 cdef extern from "sys/socket.h":
     enum: MSG_NOSIGNAL
+    enum: SOCK_CLOEXEC
 
 
 cdef enum:
@@ -64,6 +65,15 @@ cdef class SendOp(Operation):
         self.stream._send_done(res)
 
 
+cdef class AcceptOp(Operation):
+    cdef complete(self, int res, unsigned flags):
+        cdef bint final = not (flags & IORING_CQE_F_MORE)
+        listener = self.listener
+        if final:
+            self.listener = None
+        (<Listener>listener)._accepted(res, final)
+
+
 cdef class PollOp(Operation):
     cdef complete(self, int res, unsigned flags):
         if self.loop != NULL:
@@ -117,6 +127,13 @@ cdef int prep_recv_select(ar_ring *ring, Operation op, int fd, int slot,
                           uint16_t bgid, bint multishot) except -1:
     cdef io_uring_sqe *sqe = socket_sqe(ring)
     ar_prep_recv_select(sqe, target(fd, slot), bgid, multishot, op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
+cdef int prep_accept(ar_ring *ring, Operation op, int fd, int slot, bint multishot) except -1:
+    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    ar_prep_accept(sqe, target(fd, slot), SOCK_CLOEXEC, multishot, op_user_data(op))
     use_slot(sqe, slot)
     return 0
 

@@ -34,7 +34,7 @@ cdef extern from "errno.h":
 
 # Server._attach()/_detach() learned their transport argument in 3.12.
 _SERVER_TAKES_TRANSPORT = len(_inspect.signature(asyncio.base_events.Server._detach).parameters) > 1
-cdef bint _WRITELINES_OWN_MESSAGE = sys.version_info >= (3, 12)
+cdef bint _WRITELINES_OWN = sys.version_info >= (3, 12)
 
 # SO_LINGER on with a zero timeout: close() resets the connection.
 _LINGER_RESET = __import__('struct').pack('ii', 1, 0)
@@ -260,17 +260,39 @@ cdef class SocketStream:
             data = bytes(data)      # the caller may change its buffer later
         self.wbuf.append(data)
         self.wsize += PyBytes_GET_SIZE(data)
-        if not self.send_queued and (self.send_op is None or not self.send_op.in_flight):
-            self.send_queued = True
-            self.loop.send_queue.append(self)
+        self._queue_send()
         self._maybe_pause_protocol()
 
+    cdef _queue_send(self):
+        # the loop submits it before its next wait
+        if self.wbuf and not self.send_queued and (
+                self.send_op is None or not self.send_op.in_flight):
+            self.send_queued = True
+            self.loop.send_queue.append(self)
+
     def writelines(self, list_of_data):
+        if not _WRITELINES_OWN:
+            # 3.11: asyncio.WriteTransport's
+            self.write(b''.join(list_of_data))
+            return
+        # 3.12+: the selector transport's own, which takes the chunks as
+        # they are (memoryview() decides what is accepted)
         if self.eof:
-            raise RuntimeError('Cannot call writelines() after write_eof()'
-                               if _WRITELINES_OWN_MESSAGE else
-                               'Cannot call write() after write_eof()')
-        self.write(b''.join(list_of_data))
+            raise RuntimeError('Cannot call writelines() after write_eof()')
+        if self.empty_waiter is not None:
+            raise RuntimeError('unable to writelines; sendfile is in progress')
+        if not list_of_data:
+            return
+        views = [memoryview(data) for data in list_of_data]
+        if self.conn_lost:
+            return
+        for view in views:
+            if view.nbytes:
+                chunk = view.tobytes()
+                self.wbuf.append(chunk)
+                self.wsize += PyBytes_GET_SIZE(chunk)
+        self._queue_send()
+        self._maybe_pause_protocol()
 
     cdef _submit_send(self):
         # called by the loop before it enters the kernel

@@ -314,6 +314,18 @@ static inline void ar_prep_sendmsg(struct io_uring_sqe *sqe, int fd,
     sqe->msg_flags = msg_flags;
 }
 
+/* accept(2) with `flags` (SOCK_NONBLOCK, SOCK_CLOEXEC); with `multishot` it
+ * stays armed and completes once per connection (F_MORE while armed).  The
+ * peer's address is not asked for: a multishot accept would overwrite it. */
+static inline void ar_prep_accept(struct io_uring_sqe *sqe, int fd, unsigned flags,
+                                  int multishot, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_ACCEPT, fd, NULL, 0, 0, user_data);
+    sqe->accept_flags = flags;
+    if (multishot)
+        sqe->ioprio |= IORING_ACCEPT_MULTISHOT;
+}
+
 static inline void ar_prep_poll_add(struct io_uring_sqe *sqe, int fd,
                                     unsigned poll_mask, int multishot,
                                     uint64_t user_data)
