@@ -8,8 +8,9 @@
 # next pass over the CQ, and an idle connection holds none.
 #
 # The ring has room for RECV_BUFFERS_MAX buffers; RECV_BUFFERS_START are
-# provided at first and more each time the kernel runs out (a recv then ends
-# with ENOBUFS and is re-armed).  Memory is reserved up front but becomes
+# provided at first (AIORING_RECV_BUFFERS overrides it: tests use 1 to make
+# the pool run dry) and twice as many each time the kernel runs out (a recv
+# then ends with ENOBUFS and is re-armed).  Memory is reserved up front but becomes
 # resident only as buffers are provided.
 
 cdef unsigned RECV_BUFFER_SIZE = 32 * 1024
@@ -27,8 +28,9 @@ cdef class RecvBuffers:
         cdef int ret
         if self.ready:
             return 0
+        start = int(os.environ.get('AIORING_RECV_BUFFERS', RECV_BUFFERS_START))
         ret = ar_bufring_setup(ring, &self.br, RECV_BUFFER_GROUP, RECV_BUFFERS_MAX,
-                               RECV_BUFFER_SIZE, RECV_BUFFERS_START)
+                               RECV_BUFFER_SIZE, max(1, min(start, RECV_BUFFERS_MAX)))
         if ret < 0:
             self.error = ret
             return ret
