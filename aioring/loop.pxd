@@ -240,6 +240,8 @@ cdef class BaseLoop:
         bint recv_multishot     # the kernel takes multishot recvs (6.0+)
         bint accept_multishot   # the kernel takes multishot accepts (5.19+)
         dict listeners          # listening fd -> Listener
+        public object sock_stash    # socket -> bytes a cancelled sock_recv left
+        object sock_receiving       # socket -> its SockRecvOp in flight
         unsigned long long iteration
 
     cdef double _time(self)

@@ -92,6 +92,7 @@ include "filetable.pxi"
 include "recvbuffers.pxi"
 include "stream.pxi"
 include "listener.pxi"
+include "sock.pxi"
 
 
 cdef class BaseLoop:
@@ -124,6 +125,8 @@ cdef class BaseLoop:
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.recv_multishot = True
         self.accept_multishot = True
+        self.sock_stash = weakref.WeakKeyDictionary()
+        self.sock_receiving = weakref.WeakKeyDictionary()
         self.listeners = {}
 
         self.ring_live = False
@@ -1052,11 +1055,9 @@ _FROM_BASE_EVENT_LOOP = (
 _FROM_SELECTOR_LOOP = (
     '_ensure_fd_no_transport',
     'add_reader', 'remove_reader', 'add_writer', 'remove_writer',
-    'sock_recv', '_sock_read_done', '_sock_recv',
-    'sock_recv_into', '_sock_recv_into',
+    '_sock_read_done',
     'sock_recvfrom', '_sock_recvfrom',
     'sock_recvfrom_into', '_sock_recvfrom_into',
-    'sock_sendall', '_sock_sendall',
     'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
     'sock_accept', '_sock_accept',
@@ -1108,6 +1109,9 @@ def _borrow(target, source, names):
 _borrow(Loop, asyncio.BaseEventLoop, _FROM_BASE_EVENT_LOOP)
 _borrow(Loop, _selector_events.BaseSelectorEventLoop, _FROM_SELECTOR_LOOP)
 _borrow(Loop, _unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
+Loop.sock_recv = _loop_sock_recv
+Loop.sock_recv_into = _loop_sock_recv_into
+Loop.sock_sendall = _loop_sock_sendall
 
 
 def _unix_stop_serving(self, sock):

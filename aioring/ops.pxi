@@ -65,6 +65,39 @@ cdef class SendOp(Operation):
         self.stream._send_done(res)
 
 
+cdef class SockRecvOp(Operation):
+    # sock_recv / sock_recv_into: one recv into `buf`, which it owns until
+    # the final completion; sock.pxi decides where the bytes go.
+    cdef:
+        object fut
+        object sock
+        bytearray buf
+        object target           # sock_recv_into's buffer, or None
+
+    cdef complete(self, int res, unsigned flags):
+        _sock_recv_done(self, res)
+
+    def _fut_done(self, fut):
+        if fut.cancelled() and self.loop != NULL:
+            (<BaseLoop>self.loop)._cancel_op(self)
+
+
+cdef class SockSendOp(Operation):
+    # sock_sendall: sends `data[sent:]` until all is sent.
+    cdef:
+        object fut
+        object sock
+        bytes data
+        Py_ssize_t sent
+
+    cdef complete(self, int res, unsigned flags):
+        _sock_send_done(self, res)
+
+    def _fut_done(self, fut):
+        if fut.cancelled() and self.loop != NULL:
+            (<BaseLoop>self.loop)._cancel_op(self)
+
+
 cdef class AcceptOp(Operation):
     cdef complete(self, int res, unsigned flags):
         cdef bint final = not (flags & IORING_CQE_F_MORE)

@@ -252,6 +252,75 @@ async def test_sendall_partial_sends_wait_for_the_reader(stream):
     assert got == data
 
 
+async def test_cancelled_receives_lose_no_byte(stream):
+    # Cancel receives at every point: before data comes, as it comes, after
+    # it came.  Whatever the kernel handed over is returned by a later
+    # receive: the concatenation is exactly what was sent.
+    loop = asyncio.get_running_loop()
+    a, b = stream
+    sent = bytearray()
+    got = bytearray()
+    for i in range(2000):
+        chunk = b"%05d." % i
+        task = asyncio.ensure_future(
+            loop.sock_recv(b, 7) if i % 3 else recv_into(loop, b, 7))
+        if i % 4 == 0:
+            await asyncio.sleep(0)          # the receive is waiting
+        a.send(chunk)
+        sent += chunk
+        if i % 5 == 0:
+            await asyncio.sleep(0)          # and maybe done
+        task.cancel()
+        try:
+            got += await task
+        except asyncio.CancelledError:
+            pass
+        if i % 100 == 99:       # catch up, so that the sender never blocks
+            while len(got) < len(sent):
+                got += await wait(loop.sock_recv(b, 1 << 16))
+    while len(got) < len(sent):
+        got += await wait(loop.sock_recv(b, 1 << 16))
+    assert bytes(got) == bytes(sent)
+
+
+async def recv_into(loop, sock, n):
+    buf = bytearray(n)
+    k = await loop.sock_recv_into(sock, buf)
+    return bytes(buf[:k])
+
+
+async def test_cancelled_sendall_sends_a_prefix(stream):
+    # A cancelled sock_sendall has sent a prefix of its data, nothing else;
+    # what is sent next follows it.
+    loop = asyncio.get_running_loop()
+    a, b = stream
+    data = os.urandom(8 << 20)
+    task = asyncio.ensure_future(loop.sock_sendall(a, data))
+    await asyncio.sleep(0.02)
+    assert not task.done()              # nobody reads: it waits
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async def finish():
+        await loop.sock_sendall(a, b"END")
+        a.shutdown(socket.SHUT_WR)
+
+    async def read_all():
+        got = bytearray()
+        while True:
+            chunk = await loop.sock_recv(b, 1 << 18)
+            if not chunk:
+                return got
+            got += chunk
+
+    _, got = await wait(asyncio.gather(finish(), read_all()))
+    assert got.endswith(b"END")
+    prefix = bytes(got[:-3])
+    assert 0 < len(prefix) < len(data)
+    assert data.startswith(prefix)
+
+
 # -- UDP --------------------------------------------------------------------------
 
 

@@ -1,0 +1,186 @@
+# sock_recv, sock_recv_into and sock_sendall on the ring.
+#
+# As asyncio's: the socket is tried at once (a plain recv/send), and only
+# when it would block does the loop wait, here with a ring request
+# (IORING_OP_RECV / IORING_OP_SEND on the fd) instead of a readiness poll
+# and a second syscall.  A receive cancelled after the kernel already took
+# bytes from the socket keeps them: the next sock_recv/sock_recv_into on
+# that socket returns them first, so cancelling never loses data.
+
+cdef object _check_ssl_socket = _base_events._check_ssl_socket
+
+
+cdef bytes _take_stashed(BaseLoop loop, object sock, Py_ssize_t n):
+    # bytes a cancelled receive left for this socket, at most n
+    cdef bytes data = loop.sock_stash.pop(sock, None)
+    if data is not None and PyBytes_GET_SIZE(data) > n:
+        loop.sock_stash[sock] = data[n:]
+        data = data[:n]
+    return data
+
+
+cdef _submit_sock_recv(BaseLoop loop, object sock, Py_ssize_t n, object target):
+    cdef SockRecvOp op = SockRecvOp.__new__(SockRecvOp)
+    fd = sock.fileno()
+    loop._ensure_fd_no_transport(fd)
+    loop._check_closed_fast()       # as asyncio's _add_reader()
+    op.fut = loop.create_future()
+    op.sock = sock
+    op.buf = bytearray(n)
+    op.target = target
+    prep_recv(&loop.ring, op, fd, -1, <char *>op.buf, <unsigned>n)
+    loop._track(op)
+    loop.user_ops.add(op)
+    loop.sock_receiving[sock] = op
+    op.fut.add_done_callback(op._fut_done)
+    return op.fut
+
+
+cdef _resolve_recv(SockRecvOp op, fut, object data):
+    # data: bytes received for op's caller
+    if op.target is None:
+        fut.set_result(data)
+    else:
+        memoryview(op.target).cast('B')[:len(data)] = data
+        fut.set_result(len(data))
+
+
+cdef _keep_for_next(BaseLoop loop, object sock, bytes data, SockRecvOp done):
+    # Bytes the kernel took for a receive that was cancelled: they go to the
+    # receive waiting on this socket now, if any, else to the next one.
+    cdef SockRecvOp waiting
+    data = loop.sock_stash.pop(sock, b'') + data
+    waiting = loop.sock_receiving.get(sock)
+    if waiting is not None and waiting is not done and waiting.fut is not None \
+            and not waiting.fut.done():
+        n = len(waiting.buf)
+        waiting_fut, waiting.fut = waiting.fut, None
+        _resolve_recv(waiting, waiting_fut, data[:n])
+        data = data[n:]
+        # its own request may take bytes too: they will follow these
+        loop._cancel_op(waiting)
+    if data:
+        loop.sock_stash[sock] = data
+
+
+def _finish_recv(SockRecvOp op, fut, sock, bytes data):
+    # As asyncio completes a receive in a callback after those already
+    # queued, a task cancelled by one of them gets CancelledError and the
+    # data stays for the next receive instead of being lost with the result.
+    if fut.done():
+        _keep_for_next(<BaseLoop>op.loop, sock, data, op)
+    else:
+        _resolve_recv(op, fut, data)
+
+
+cdef _sock_recv_done(SockRecvOp op, int res):
+    cdef BaseLoop loop
+    fut, op.fut = op.fut, None
+    sock = op.sock
+    if op.loop == NULL or (<BaseLoop>op.loop)._closed:
+        pass                    # the loop closed under it: as the stock loop, the future stays pending
+    elif fut.done():
+        if res > 0:
+            _keep_for_next(<BaseLoop>op.loop, sock,
+                           PyBytes_FromStringAndSize(<char *>op.buf, res), op)
+    elif res >= 0:
+        (<BaseLoop>op.loop)._call_soon(
+            _finish_recv, (op, fut, sock, PyBytes_FromStringAndSize(<char *>op.buf, res)), None)
+    elif res == -ECANCELED:
+        fut.cancel()
+    else:
+        fut.set_exception(_oserror(res))
+    if op.loop != NULL:
+        loop = <BaseLoop>op.loop
+        if sock is not None and loop.sock_receiving.get(sock) is op:
+            del loop.sock_receiving[sock]
+    op.buf = None
+    op.sock = None
+
+
+async def _loop_sock_recv(self, sock, n):
+    """Receive up to n bytes from the socket."""
+    _check_ssl_socket(sock)
+    if self._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+    if self.sock_stash:
+        data = _take_stashed(self, sock, n)
+        if data is not None:
+            return data
+    try:
+        return sock.recv(n)
+    except (BlockingIOError, InterruptedError):
+        pass
+    return await _submit_sock_recv(self, sock, n, None)
+
+
+async def _loop_sock_recv_into(self, sock, buf):
+    """Receive into the writable buffer buf; returns the bytes written."""
+    _check_ssl_socket(sock)
+    if self._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+    if self.sock_stash:
+        view = memoryview(buf).cast('B')
+        data = _take_stashed(self, sock, len(view))
+        if data is not None:
+            view[:len(data)] = data
+            return len(data)
+    try:
+        return sock.recv_into(buf)
+    except (BlockingIOError, InterruptedError):
+        pass
+    return await _submit_sock_recv(self, sock, memoryview(buf).nbytes, buf)
+
+
+cdef _submit_sock_send(SockSendOp op, BaseLoop loop):
+    cdef io_uring_sqe *sqe = socket_sqe(&loop.ring)
+    ar_prep_send(sqe, op.sock.fileno(), PyBytes_AS_STRING(op.data) + op.sent,
+                 <unsigned>min(PyBytes_GET_SIZE(op.data) - op.sent, 1 << 30),
+                 MSG_NOSIGNAL, op_user_data(op))
+    loop._track(op)
+    loop.user_ops.add(op)
+
+
+cdef _sock_send_done(SockSendOp op, int res):
+    fut = op.fut
+    if fut.done() or op.loop == NULL or (<BaseLoop>op.loop)._closed:
+        op.fut = op.sock = op.data = None
+        return
+    if res < 0:
+        op.fut = op.sock = op.data = None
+        if res == -ECANCELED:
+            fut.cancel()
+        else:
+            fut.set_exception(_oserror(res))
+        return
+    op.sent += res
+    if op.sent >= PyBytes_GET_SIZE(op.data):
+        op.fut = op.sock = op.data = None
+        fut.set_result(None)
+        return
+    _submit_sock_send(op, <BaseLoop>op.loop)
+
+
+async def _loop_sock_sendall(self, sock, data):
+    """Send all of data to the socket."""
+    cdef SockSendOp op
+    _check_ssl_socket(sock)
+    if self._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+    try:
+        n = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        n = 0
+    view = memoryview(data)
+    if n == view.nbytes:
+        return
+    fd = sock.fileno()
+    self._ensure_fd_no_transport(fd)
+    (<BaseLoop>self)._check_closed_fast()      # as asyncio's _add_writer()
+    op = SockSendOp.__new__(SockSendOp)
+    op.fut = self.create_future()
+    op.sock = sock
+    op.data = view.cast('B')[n:].tobytes()      # the rest, as it is now
+    _submit_sock_send(op, self)
+    op.fut.add_done_callback(op._fut_done)
+    return await op.fut
