@@ -262,6 +262,7 @@ cdef class BaseLoop:
     cdef bint _same_file(self, PollOp op)
     cdef _submit_recv(self, SocketStream stream)
     cdef _flush_send_queue(self)
+    cdef _send_written(self)
     cdef _cancel_op(self, Operation op)
     cdef _cancel_now(self, Operation op)
     cdef _poll_done(self, PollOp op, int res)

@@ -719,9 +719,25 @@ cdef class BaseLoop:
     cdef _flush_send_queue(self):
         # each stream's queued writes, one send per stream
         cdef list queue = self.send_queue
+        cdef Py_ssize_t i
         self.send_queue = []
-        for stream in queue:
-            (<SocketStream>stream)._submit_send()
+        for i in range(len(queue)):
+            try:
+                (<SocketStream>queue[i])._submit_send()
+            except BaseException:
+                # (a ring that refuses submissions) the rest waits for the next try
+                for stream in queue[i:]:
+                    (<SocketStream>stream).send_queued = True
+                self.send_queue.extend(queue[i:])
+                raise
+
+    cdef _send_written(self):
+        # Hand this iteration's writes to the kernel without waiting: when
+        # the loop stops (or closes) after a write(), the peer still gets
+        # it, as with asyncio's direct send().
+        if self.send_queue and self.ring_live and self.ring.enabled:
+            self._flush_send_queue()
+            ar_ring_submit_and_wait(&self.ring, 0, -1)
 
     def _fixed_slot(self, int fd):
         """A fixed-file slot for fd, or -1 (table off or full)."""
@@ -902,6 +918,7 @@ cdef class BaseLoop:
         _set_running_loop(self)
 
     def _run_forever_cleanup(self):
+        self._send_written()
         self._stopping = False
         self._thread_id = None
         _set_running_loop(None)
@@ -970,7 +987,9 @@ cdef class BaseLoop:
                 self.inflight -= 1
                 Py_DECREF(op)
             self.user_ops.clear()
-        elif can_drive and self.inflight > 0:
+        elif can_drive:
+            self._send_written()
+        if self.ring.enabled and can_drive and self.inflight > 0:
             # Cancel, then wait for the final completions: the kernel must be
             # done with a buffer before it is freed.
             for op in self._ops_in_flight():

@@ -187,3 +187,33 @@ def test_requests_of_a_closed_transport_never_reach_a_reused_fd(monkeypatch, fix
 
     reused = aioring.run(main())
     assert reused > 0           # the scenario did reuse descriptor numbers
+
+
+@pytest.mark.parametrize("then", ["stop", "close"])
+@pytest.mark.parametrize("factory", [asyncio.SelectorEventLoop, aioring.new_event_loop],
+                         ids=["asyncio", "aioring"])
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_written_data_leaves_when_the_loop_stops(factory, then):
+    # aioring sends a write with the loop's next enter; a loop that stops
+    # (or closes) right after the write still sends it, as the stock loop's
+    # direct send() does.
+    a, b = socket.socketpair()
+    loop = factory()
+    t = None
+    try:
+        async def write():
+            nonlocal t
+            t, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+            t.write(b"hello")
+
+        loop.run_until_complete(write())
+        if then == "close":
+            loop.close()
+        b.settimeout(5)
+        assert b.recv(100) == b"hello"
+    finally:
+        if not loop.is_closed():
+            t.close()
+            loop.run_until_complete(asyncio.sleep(0.01))
+            loop.close()
+        b.close()
