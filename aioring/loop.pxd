@@ -242,6 +242,7 @@ cdef class BaseLoop:
         dict listeners          # listening fd -> Listener
         public object sock_stash    # socket -> bytes a cancelled sock_recv left
         object sock_receiving       # socket -> its SockRecvOp in flight
+        object accept_stash         # socket -> [(conn, addr)] a cancelled sock_accept left
         unsigned long long iteration
 
     cdef double _time(self)

@@ -127,6 +127,7 @@ cdef class BaseLoop:
         self.accept_multishot = True
         self.sock_stash = weakref.WeakKeyDictionary()
         self.sock_receiving = weakref.WeakKeyDictionary()
+        self.accept_stash = weakref.WeakKeyDictionary()
         self.listeners = {}
 
         self.ring_live = False
@@ -1079,7 +1080,6 @@ _FROM_SELECTOR_LOOP = (
     'sock_recvfrom_into', '_sock_recvfrom_into',
     'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
-    'sock_accept', '_sock_accept',
     # a connection accepted by a Listener (listener.pxi) becomes a transport
     '_accept_connection2',
 )
@@ -1131,6 +1131,7 @@ _borrow(Loop, _unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
 Loop.sock_recv = _loop_sock_recv
 Loop.sock_recv_into = _loop_sock_recv_into
 Loop.sock_sendall = _loop_sock_sendall
+Loop.sock_accept = _loop_sock_accept
 
 
 def _unix_stop_serving(self, sock):

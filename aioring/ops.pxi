@@ -98,6 +98,20 @@ cdef class SockSendOp(Operation):
             (<BaseLoop>self.loop)._cancel_op(self)
 
 
+cdef class SockAcceptOp(Operation):
+    # sock_accept: one accept on the listening socket.
+    cdef:
+        object fut
+        object sock
+
+    cdef complete(self, int res, unsigned flags):
+        _sock_accept_done(self, res)
+
+    def _fut_done(self, fut):
+        if fut.cancelled() and self.loop != NULL:
+            (<BaseLoop>self.loop)._cancel_op(self)
+
+
 cdef class AcceptOp(Operation):
     cdef complete(self, int res, unsigned flags):
         cdef bint final = not (flags & IORING_CQE_F_MORE)

@@ -1,11 +1,12 @@
-# sock_recv, sock_recv_into and sock_sendall on the ring.
+# sock_recv, sock_recv_into, sock_sendall and sock_accept on the ring.
 #
 # As asyncio's: the socket is tried at once (a plain recv/send), and only
 # when it would block does the loop wait, here with a ring request
 # (IORING_OP_RECV / IORING_OP_SEND on the fd) instead of a readiness poll
 # and a second syscall.  A receive cancelled after the kernel already took
 # bytes from the socket keeps them: the next sock_recv/sock_recv_into on
-# that socket returns them first, so cancelling never loses data.
+# that socket returns them first, so cancelling never loses data; likewise a
+# connection accepted for a cancelled sock_accept goes to the next one.
 
 cdef object _check_ssl_socket = _base_events._check_ssl_socket
 
@@ -184,3 +185,79 @@ async def _loop_sock_sendall(self, sock, data):
     _submit_sock_send(op, self)
     op.fut.add_done_callback(op._fut_done)
     return await op.fut
+
+
+cdef _sock_accept_done(SockAcceptOp op, int res):
+    cdef BaseLoop loop
+    fut, sock = op.fut, op.sock
+    op.fut = op.sock = None
+    if op.loop == NULL or (<BaseLoop>op.loop)._closed:
+        if res >= 0:
+            c_close(res)
+        return
+    loop = <BaseLoop>op.loop
+    if res >= 0:
+        try:
+            conn = socket.socket(fileno=res)
+        except BaseException:
+            c_close(res)
+            raise
+        conn.setblocking(False)
+        try:
+            addr = conn.getpeername()
+        except OSError:
+            addr = None
+        # handed over in a queued callback, as asyncio's reader callback
+        loop._call_soon(_finish_accept, (loop, fut, sock, conn, addr), None)
+    elif fut.done():
+        pass
+    elif res == -ECANCELED:
+        fut.cancel()
+    else:
+        fut.set_exception(_oserror(res))
+
+
+def _finish_accept(BaseLoop loop, fut, sock, conn, addr):
+    if fut.done():
+        # cancelled meanwhile: the connection waits for the next sock_accept
+        loop.accept_stash.setdefault(sock, []).append((conn, addr))
+    else:
+        fut.set_result((conn, addr))
+
+
+async def _loop_sock_accept(self, sock):
+    """Accept a connection: returns (conn, address)."""
+    cdef SockAcceptOp op
+    cdef BaseLoop loop = self
+    _check_ssl_socket(sock)
+    if self._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+    if loop.accept_stash:
+        waiting = loop.accept_stash.get(sock)
+        if waiting:
+            pair = waiting.pop(0)
+            if not waiting:
+                del loop.accept_stash[sock]
+            return pair
+    fut = self.create_future()
+    fd = sock.fileno()
+    try:
+        conn, address = sock.accept()
+        conn.setblocking(False)
+    except (BlockingIOError, InterruptedError):
+        self._ensure_fd_no_transport(fd)
+        loop._check_closed_fast()       # as asyncio's _add_reader()
+        op = SockAcceptOp.__new__(SockAcceptOp)
+        op.fut = fut
+        op.sock = sock
+        prep_accept(&loop.ring, op, fd, -1, False)
+        loop._track(op)
+        loop.user_ops.add(op)
+        fut.add_done_callback(op._fut_done)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result((conn, address))
+    return await fut
