@@ -62,7 +62,8 @@ cdef class RecvSelectOp(Operation):
 cdef class SendOp(Operation):
     cdef complete(self, int res, unsigned flags):
         self.keep = None
-        self.stream._send_done(res)
+        if self.stream is not None:
+            self.stream._send_done(res)
 
 
 cdef class SockRecvOp(Operation):

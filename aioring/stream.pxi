@@ -489,8 +489,12 @@ cdef class SocketStream:
                 pass
         self.stash = None
         sock.close()
+        # no cycles left for the garbage collector
         self.transport = None
         self.ring_loop = None
+        if self.send_op is not None:
+            self.send_op.stream = None
+            self.send_op = None
 
     def _release_unclosed(self):
         # the transport was collected without close(): no request is in
