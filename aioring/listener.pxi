@@ -42,8 +42,7 @@ cdef class Listener:
         op = AcceptOp.__new__(AcceptOp)
         op.listener = self
         prep_accept(&self.loop.ring, op, self.fd, self.slot, self.loop.accept_multishot)
-        self.loop._track(op)
-        self.loop.user_ops.add(op)
+        self.loop._track_user(op)
         self.op = op
 
     cdef stop(self):

@@ -48,6 +48,12 @@ cdef class Operation:
     # would keep an unclosed loop alive for ever (the kernel's reference to
     # the operation holds the operation).  NULL once the loop lets go.
     cdef PyObject *loop
+    # The loop's list of the program's operations in flight (borrowed
+    # links: the loop holds each listed operation by its submission
+    # reference): cheaper to keep than a set, walked only at close.
+    cdef PyObject *prev_op
+    cdef PyObject *next_op
+    cdef bint listed
     cdef complete(self, int res, unsigned flags)
 
 
@@ -90,6 +96,7 @@ cdef class SocketStream:
         int slot                # fixed-file slot, or -1
         object protocol
         bint buffered           # the protocol is a BufferedProtocol
+        object data_received    # protocol.data_received (not buffered)
         bint protocol_connected
         object server
         bint closing
@@ -234,7 +241,7 @@ cdef class BaseLoop:
         dict poll_batch         # fd -> [reader op, writer op] ready this iteration
         list poll_queue         # PollOps to submit with the next enter
         object epoll_probe      # an epoll set, asked what epoll would refuse
-        set user_ops            # operations for the program's I/O, in flight
+        PyObject *user_ops      # the program's operations in flight (a linked list)
         list send_queue         # SocketStreams with data to send at the next enter
         RecvBuffers recv_buffers
         bint recv_multishot     # the kernel takes multishot recvs (6.0+)
@@ -257,6 +264,10 @@ cdef class BaseLoop:
     cdef _poll(self, int64_t timeout_ns)
     cdef _process_completions(self)
     cdef _track(self, Operation op)
+    cdef _track_user(self, Operation op)
+    cdef _unlist(self, Operation op)
+    cdef list _user_ops(self)
+    cdef _forget_user_ops(self)
     cdef _submit_internal_read(self, InternalRead op)
     cdef _queue_poll(self, PollOp op)
     cdef _flush_poll_queue(self)

@@ -120,7 +120,7 @@ cdef class BaseLoop:
         self.poll_batch = {}
         self.poll_queue = []
         self.epoll_probe = select.epoll()
-        self.user_ops = set()
+        self.user_ops = NULL
         self.send_queue = []
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.recv_multishot = True
@@ -523,7 +523,8 @@ cdef class BaseLoop:
                     # final completion: drop the reference taken at submission
                     op.in_flight = False
                     self.inflight -= 1
-                    self.user_ops.discard(op)
+                    if op.listed:
+                        self._unlist(op)
                     Py_DECREF(op)
                 try:
                     op.complete(res, flags)
@@ -543,6 +544,45 @@ cdef class BaseLoop:
         op.in_flight = True
         op.loop = <PyObject *>self
         self.inflight += 1
+
+    cdef _track_user(self, Operation op):
+        # _track, and list it among the program's operations (which close()
+        # cancels and drains)
+        self._track(op)
+        op.listed = True
+        op.prev_op = NULL
+        op.next_op = self.user_ops
+        if self.user_ops != NULL:
+            (<Operation>self.user_ops).prev_op = <PyObject *>op
+        self.user_ops = <PyObject *>op
+
+    cdef _unlist(self, Operation op):
+        if op.prev_op != NULL:
+            (<Operation>op.prev_op).next_op = op.next_op
+        else:
+            self.user_ops = op.next_op
+        if op.next_op != NULL:
+            (<Operation>op.next_op).prev_op = op.prev_op
+        op.prev_op = op.next_op = NULL
+        op.listed = False
+
+    cdef list _user_ops(self):
+        cdef list ops = []
+        cdef PyObject *p = self.user_ops
+        while p != NULL:
+            ops.append(<object>p)
+            p = (<Operation>p).next_op
+        return ops
+
+    cdef _forget_user_ops(self):
+        cdef PyObject *p = self.user_ops
+        cdef Operation op
+        while p != NULL:
+            op = <Operation>p
+            p = op.next_op
+            op.prev_op = op.next_op = NULL
+            op.listed = False
+        self.user_ops = NULL
 
     cdef _submit_internal_read(self, InternalRead op):
         prep_read(&self.ring, op, op.fd, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
@@ -590,7 +630,7 @@ cdef class BaseLoop:
     cdef list _ops_in_flight(self):
         cdef list ops = [op for op in (self.wakeup_op, self.signal_op)
                          if op is not None and (<Operation>op).in_flight]
-        ops.extend(self.user_ops)
+        ops.extend(self._user_ops())
         return ops
 
     cdef _orphan_operations(self):
@@ -601,7 +641,7 @@ cdef class BaseLoop:
             (<Operation>op).in_flight = False
             self.inflight -= 1
             _orphaned_operations.append(op)   # keeps the submission's reference
-        self.user_ops.clear()
+        self._forget_user_ops()
         self.wakeup_op = self.signal_op = None
 
     cdef _move_ring_to_this_thread(self):
@@ -647,8 +687,7 @@ cdef class BaseLoop:
             if op.handle is None:
                 continue            # removed meanwhile
             prep_poll(&self.ring, op, op.fd, op.mask)
-            self._track(op)
-            self.user_ops.add(op)
+            self._track_user(op)
 
     cdef bint _same_file(self, PollOp op):
         # Does op's fd still name the file it was registered for?  (Closed,
@@ -714,8 +753,7 @@ cdef class BaseLoop:
             op.buf = bytearray(RECV_SIZE)
             prep_recv(&self.ring, op, stream.fd, stream.slot, <char *>op.buf, RECV_SIZE)
             stream.recv_op = op
-        self._track(stream.recv_op)
-        self.user_ops.add(stream.recv_op)
+        self._track_user(stream.recv_op)
 
     cdef _flush_send_queue(self):
         # each stream's queued writes, one send per stream
@@ -983,11 +1021,13 @@ cdef class BaseLoop:
                       self.ring_thread == _get_native_id()))
         if not self.ring.enabled:
             # nothing reached the kernel: the queued requests are ours to drop
-            for op in self._ops_in_flight():
+            ops = self._ops_in_flight()
+            self._forget_user_ops()
+            for op in ops:
                 (<Operation>op).in_flight = False
                 self.inflight -= 1
                 Py_DECREF(op)
-            self.user_ops.clear()
+            ops = None
         elif can_drive:
             self._send_written()
         if self.ring.enabled and can_drive and self.inflight > 0:
@@ -1001,7 +1041,7 @@ cdef class BaseLoop:
                 rounds += 1
         # whatever is still in flight (forked child, foreign thread, a stuck
         # request) keeps its buffer for good
-        if any(isinstance(op, RecvSelectOp) for op in self.user_ops):
+        if any(isinstance(op, RecvSelectOp) for op in self._user_ops()):
             self.recv_buffers.forget()
         else:
             self.recv_buffers.free(&self.ring)

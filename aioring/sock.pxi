@@ -30,8 +30,7 @@ cdef _submit_sock_recv(BaseLoop loop, object sock, Py_ssize_t n, object target):
     op.buf = bytearray(n)
     op.target = target
     prep_recv(&loop.ring, op, fd, -1, <char *>op.buf, <unsigned>n)
-    loop._track(op)
-    loop.user_ops.add(op)
+    loop._track_user(op)
     loop.sock_receiving[sock] = op
     op.fut.add_done_callback(op._fut_done)
     return op.fut
@@ -138,8 +137,7 @@ cdef _submit_sock_send(SockSendOp op, BaseLoop loop):
     ar_prep_send(sqe, op.sock.fileno(), PyBytes_AS_STRING(op.data) + op.sent,
                  <unsigned>min(PyBytes_GET_SIZE(op.data) - op.sent, 1 << 30),
                  MSG_NOSIGNAL, op_user_data(op))
-    loop._track(op)
-    loop.user_ops.add(op)
+    loop._track_user(op)
 
 
 cdef _sock_send_done(SockSendOp op, int res):
@@ -251,8 +249,7 @@ async def _loop_sock_accept(self, sock):
         op.fut = fut
         op.sock = sock
         prep_accept(&loop.ring, op, fd, -1, False)
-        loop._track(op)
-        loop.user_ops.add(op)
+        loop._track_user(op)
         fut.add_done_callback(op._fut_done)
     except (SystemExit, KeyboardInterrupt):
         raise

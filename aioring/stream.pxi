@@ -150,7 +150,9 @@ cdef class SocketStream:
         if self.buffered:
             return self._deliver_buffered(buf, n)
         try:
-            self.protocol.data_received(PyBytes_FromStringAndSize(buf, n))
+            if self.data_received is None:
+                self.protocol.data_received     # raises as asyncio's call would
+            self.data_received(PyBytes_FromStringAndSize(buf, n))
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -305,8 +307,7 @@ cdef class SocketStream:
         elif self.send_op.in_flight:
             return
         prep_send(&self.ring_loop.ring, self.send_op, self.fd, self.slot, self.wbuf, self.woff)
-        self.ring_loop._track(self.send_op)
-        self.ring_loop.user_ops.add(self.send_op)
+        self.ring_loop._track_user(self.send_op)
 
     cdef _send_done(self, int res):
         cdef Py_ssize_t left, size
@@ -328,6 +329,9 @@ cdef class SocketStream:
         # drop what went out
         self.wsize -= res
         left = res + self.woff
+        if self.wsize == 0:
+            wbuf.clear()            # all of it (the common case)
+            left = 0
         while wbuf:
             size = PyBytes_GET_SIZE(<bytes>wbuf[0])
             if left < size:
@@ -459,6 +463,7 @@ cdef class SocketStream:
             self.closed_sock = self.sock
             self.sock = None
             self.protocol = None
+            self.data_received = None
             self.loop = None
             server = self.server
             if server is not None:
@@ -508,6 +513,8 @@ cdef class SocketStream:
 
     def set_protocol(self, protocol):
         self.buffered = isinstance(protocol, _BufferedProtocol)
+        # looked up once, as uvloop does: not per chunk
+        self.data_received = None if self.buffered else getattr(protocol, 'data_received', None)
         self.protocol = protocol
         self.protocol_connected = True
 
