@@ -69,7 +69,12 @@ cdef class Listener:
                 c_close(res)        # came in after close(): not ours to serve
             return
         if res >= 0:
-            self._serve(res)
+            try:
+                self._serve(res)
+            finally:
+                if final and self.retry is None:
+                    self._arm()     # keep accepting whatever became of this one
+            return
         elif res in _OUT_OF_RESOURCES:
             exc = _oserror(res)
             self.loop.call_exception_handler({

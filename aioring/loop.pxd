@@ -92,6 +92,7 @@ cdef class SocketStream:
         object transport        # the front object (None once released)
         object sock             # None once connection_lost() has run
         object closed_sock      # the socket, until the kernel lets go of it
+        bint counted_release    # counted in the loop's pending_releases
         int fd
         int slot                # fixed-file slot, or -1
         object protocol
@@ -251,6 +252,7 @@ cdef class BaseLoop:
         object sock_receiving       # socket -> its SockRecvOp in flight
         object accept_stash         # socket -> [(conn, addr)] a cancelled sock_accept left
         unsigned long long iteration
+        int pending_releases    # closed streams waiting for their final completions
 
     cdef double _time(self)
     cdef _check_closed_fast(self)
@@ -275,6 +277,7 @@ cdef class BaseLoop:
     cdef _submit_recv(self, SocketStream stream)
     cdef _flush_send_queue(self)
     cdef _send_written(self)
+    cdef _finish_releases(self)
     cdef _cancel_op(self, Operation op)
     cdef _cancel_now(self, Operation op)
     cdef _poll_done(self, PollOp op, int res)

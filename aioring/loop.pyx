@@ -778,6 +778,15 @@ cdef class BaseLoop:
             self._flush_send_queue()
             ar_ring_submit_and_wait(&self.ring, 0, -1)
 
+    cdef _finish_releases(self):
+        # Transports closed in the loop's last iteration: have the kernel
+        # finish their cancels and close their sockets now, as asyncio's
+        # close() would have, rather than when the loop next runs.
+        if self.pending_releases and self.ring_live and self.ring.enabled:
+            ar_ring_submit_and_wait(&self.ring, 0, -1)
+            ar_ring_get_events(&self.ring)
+            self._process_completions()
+
     def _fixed_slot(self, int fd):
         """A fixed-file slot for fd, or -1 (table off or full)."""
         if not self.ring_live:
@@ -958,6 +967,7 @@ cdef class BaseLoop:
 
     def _run_forever_cleanup(self):
         self._send_written()
+        self._finish_releases()
         self._stopping = False
         self._thread_id = None
         _set_running_loop(None)

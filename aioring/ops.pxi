@@ -197,9 +197,10 @@ cdef int prep_send(ar_ring *ring, SendOp op, int fd, int slot, list chunks,
     if n == 1:
         chunk = <bytes>chunks[0]
         op.keep = chunk
+        # (one send moves at most 1 GiB: the length field is 32 bits)
         ar_prep_send(sqe, target(fd, slot), PyBytes_AS_STRING(chunk) + offset,
-                     <unsigned>(PyBytes_GET_SIZE(chunk) - offset), MSG_NOSIGNAL,
-                     op_user_data(op))
+                     <unsigned>min(PyBytes_GET_SIZE(chunk) - offset, 1 << 30),
+                     MSG_NOSIGNAL, op_user_data(op))
     else:
         op.keep = chunks[:n]
         for i in range(n):

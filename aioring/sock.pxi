@@ -79,7 +79,8 @@ cdef _sock_recv_done(SockRecvOp op, int res):
     sock = op.sock
     if op.loop == NULL or (<BaseLoop>op.loop)._closed:
         pass                    # the loop closed under it: as the stock loop, the future stays pending
-    elif fut.done():
+    elif fut is None or fut.done():
+        # cancelled, or resolved early with bytes an older receive took
         if res > 0:
             _keep_for_next(<BaseLoop>op.loop, sock,
                            PyBytes_FromStringAndSize(<char *>op.buf, res), op)

@@ -73,6 +73,7 @@ cdef class SocketStream:
 
     cdef _arm_recv(self):
         if self.recv_op is None and self.sock is not None and self.loop is not None:
+            self.loop._check_closed_fast()      # as asyncio's _add_reader()
             self.loop._submit_recv(self)
 
     cdef _cancel_recv(self):
@@ -267,6 +268,8 @@ cdef class SocketStream:
 
     cdef _queue_send(self):
         # the loop submits it before its next wait
+        if self.loop is None:
+            return
         if self.wbuf and not self.send_queued and (
                 self.send_op is None or not self.send_op.in_flight):
             self.send_queued = True
@@ -294,7 +297,7 @@ cdef class SocketStream:
                 self.wbuf.append(chunk)
                 self.wsize += PyBytes_GET_SIZE(chunk)
         self._queue_send()
-        self._maybe_pause_protocol()
+        # (the running Python's writelines() never calls pause_writing())
 
     cdef _submit_send(self):
         # called by the loop before it enters the kernel
@@ -341,7 +344,7 @@ cdef class SocketStream:
         self.woff = left
         self._maybe_resume_protocol()       # may write more
         if wbuf:
-            self._submit_send()
+            self._queue_send()              # goes out with the next enter
             return
         if self.empty_waiter is not None:
             self.empty_waiter.set_result(None)
@@ -411,7 +414,8 @@ cdef class SocketStream:
         self._cancel_recv()
         if not self.wbuf:
             self.conn_lost += 1
-            self.loop._call_soon(self._call_connection_lost, (None,), None)
+            # (asyncio's call_soon: a closed loop raises RuntimeError)
+            self.loop.call_soon(self._call_connection_lost, None)
 
     def abort(self):
         if self.wbuf and self.sock is not None and not self.conn_lost and not (
@@ -451,7 +455,7 @@ cdef class SocketStream:
             self.closing = True
             self._cancel_recv()
         self.conn_lost += 1
-        self.loop._call_soon(self._call_connection_lost, (exc,), None)
+        self.loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc):
         # asyncio's, except that the socket is released only once the kernel
@@ -460,6 +464,11 @@ cdef class SocketStream:
             if self.protocol_connected:
                 self.protocol.connection_lost(exc)
         finally:
+            if not self.conn_lost:
+                self.conn_lost = 1      # closed after a drained queue: as asyncio's
+            if self.empty_waiter is not None:
+                self.empty_waiter.set_exception(
+                    ConnectionError("Connection is closed by peer"))
             self.closed_sock = self.sock
             self.sock = None
             self.protocol = None
@@ -473,6 +482,11 @@ cdef class SocketStream:
                 else:
                     server._detach()
             self._maybe_release()
+            if self.closed_sock is not None:
+                # waiting for the kernel: the loop finishes this before it
+                # stops running (_run_forever_cleanup)
+                self.counted_release = True
+                self.ring_loop.pending_releases += 1
 
     cdef _maybe_release(self):
         # Cancel, final completions, slot cleared, fd closed: in that order.
@@ -483,9 +497,12 @@ cdef class SocketStream:
             return
         sock, self.closed_sock = self.closed_sock, None
         slot, self.slot = self.slot, -1
+        if self.counted_release:
+            self.counted_release = False
+            self.ring_loop.pending_releases -= 1
         if slot >= 0 and self.ring_loop is not None:
             self.ring_loop._release_slot(slot)
-        if self.unread or self.stash:
+        if self.unread or (self.stash and any(self.stash)):   # (b'' is an EOF)
             # With asyncio these bytes would still sit in the socket, and
             # closing it would reset the connection: the peer sees the same.
             try:
