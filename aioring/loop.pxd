@@ -251,6 +251,7 @@ cdef class BaseLoop:
         public object sock_stash    # socket -> bytes a cancelled sock_recv left
         object sock_receiving       # socket -> its SockRecvOp in flight
         object accept_stash         # socket -> [(conn, addr)] a cancelled sock_accept left
+        object dgram_stash          # socket -> [(data, addr)] a cancelled sock_recvfrom left
         unsigned long long iteration
         int pending_releases    # closed streams waiting for their final completions
 

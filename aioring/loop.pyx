@@ -128,6 +128,7 @@ cdef class BaseLoop:
         self.sock_stash = weakref.WeakKeyDictionary()
         self.sock_receiving = weakref.WeakKeyDictionary()
         self.accept_stash = weakref.WeakKeyDictionary()
+        self.dgram_stash = weakref.WeakKeyDictionary()
         self.listeners = {}
 
         self.ring_live = False
@@ -1182,6 +1183,8 @@ Loop.sock_recv = _loop_sock_recv
 Loop.sock_recv_into = _loop_sock_recv_into
 Loop.sock_sendall = _loop_sock_sendall
 Loop.sock_accept = _loop_sock_accept
+Loop.sock_recvfrom = _loop_sock_recvfrom
+Loop.sock_recvfrom_into = _loop_sock_recvfrom_into
 
 
 def _unix_stop_serving(self, sock):

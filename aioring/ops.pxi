@@ -83,6 +83,31 @@ cdef class SockRecvOp(Operation):
             (<BaseLoop>self.loop)._cancel_op(self)
 
 
+cdef extern from "sys/socket.h":
+    struct sockaddr_storage:
+        unsigned short ss_family
+
+
+cdef class SockRecvFromOp(Operation):
+    # sock_recvfrom / sock_recvfrom_into: one recvmsg into `buf`, the
+    # sender's address into `name`; both owned until the final completion.
+    cdef:
+        object fut
+        object sock
+        bytearray buf
+        object target           # sock_recvfrom_into's buffer, or None
+        msghdr msg
+        iovec iov
+        sockaddr_storage name
+
+    cdef complete(self, int res, unsigned flags):
+        _sock_recvfrom_done(self, res)
+
+    def _fut_done(self, fut):
+        if fut.cancelled() and self.loop != NULL:
+            (<BaseLoop>self.loop)._cancel_op(self)
+
+
 cdef class SockSendOp(Operation):
     # sock_sendall: sends `data[sent:]` until all is sent.
     cdef:

@@ -259,3 +259,186 @@ async def _loop_sock_accept(self, sock):
     else:
         fut.set_result((conn, address))
     return await fut
+
+
+# -- sock_recvfrom / sock_recvfrom_into: one recvmsg -------------------------------
+
+cdef extern from "netinet/in.h":
+    ctypedef struct in_addr:
+        pass
+    ctypedef struct in6_addr:
+        pass
+    struct sockaddr_in:
+        unsigned short sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    uint16_t ntohs(uint16_t)
+    uint32_t ntohl(uint32_t)
+
+cdef extern from "arpa/inet.h":
+    const char *inet_ntop(int af, const void *src, char *dst, unsigned size)
+
+cdef extern from "sys/un.h":
+    struct sockaddr_un:
+        unsigned short sun_family
+        char sun_path[108]
+
+from libc.stdint cimport uint32_t
+
+cdef extern from "string.h":
+    size_t strnlen(const char *s, size_t maxlen)
+
+cdef int _AF_INET = socket.AF_INET
+cdef int _AF_INET6 = socket.AF_INET6
+cdef int _AF_UNIX = socket.AF_UNIX
+# families whose addresses _sockaddr_to_py builds; others take asyncio's path
+cdef frozenset _RECVMSG_FAMILIES = frozenset((socket.AF_INET, socket.AF_INET6, socket.AF_UNIX))
+_stock_sock_recvfrom = _selector_events.BaseSelectorEventLoop.sock_recvfrom
+_stock_sock_recvfrom_into = _selector_events.BaseSelectorEventLoop.sock_recvfrom_into
+
+
+cdef object _sockaddr_to_py(sockaddr_storage *sa, unsigned namelen):
+    # the address as socket.recvfrom() gives it (CPython's makesockaddr)
+    cdef char text[64]
+    cdef sockaddr_in *sin
+    cdef sockaddr_in6 *sin6
+    cdef sockaddr_un *sun
+    cdef Py_ssize_t pathlen
+    if namelen == 0:
+        return None
+    if sa.ss_family == _AF_INET:
+        sin = <sockaddr_in *>sa
+        inet_ntop(_AF_INET, &sin.sin_addr, text, sizeof(text))
+        return (text.decode('ascii'), ntohs(sin.sin_port))
+    if sa.ss_family == _AF_INET6:
+        sin6 = <sockaddr_in6 *>sa
+        inet_ntop(_AF_INET6, &sin6.sin6_addr, text, sizeof(text))
+        host = text.decode('ascii')
+        if sin6.sin6_scope_id:
+            # scoped: "fe80::1%eth0", as getnameinfo() writes it
+            host = socket.getnameinfo((host, 0, 0, sin6.sin6_scope_id),
+                                      socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)[0]
+        return (host, ntohs(sin6.sin6_port), ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
+    # AF_UNIX
+    sun = <sockaddr_un *>sa
+    pathlen = <Py_ssize_t>namelen - 2      # after sun_family
+    if pathlen > 0 and sun.sun_path[0] == 0:
+        return PyBytes_FromStringAndSize(sun.sun_path, pathlen)   # abstract
+    return os.fsdecode(PyBytes_FromStringAndSize(
+        sun.sun_path, strnlen(sun.sun_path, max(0, min(pathlen, 108)))))
+
+
+def _finish_recvfrom(SockRecvFromOp op, fut, sock, bytes data, addr):
+    # a queued callback, as for sock_recv (see _finish_recv)
+    cdef BaseLoop loop = <BaseLoop>op.loop
+    if fut.done():
+        loop.dgram_stash.setdefault(sock, []).append((data, addr))
+    elif op.target is None:
+        fut.set_result((data, addr))
+    else:
+        memoryview(op.target).cast('B')[:len(data)] = data
+        fut.set_result((len(data), addr))
+
+
+cdef _sock_recvfrom_done(SockRecvFromOp op, int res):
+    fut, sock = op.fut, op.sock
+    op.fut = op.sock = None
+    if op.loop == NULL or (<BaseLoop>op.loop)._closed:
+        return
+    if res >= 0:
+        data = PyBytes_FromStringAndSize(<char *>op.buf, res)
+        addr = _sockaddr_to_py(&op.name, op.msg.msg_namelen)
+        if fut.done():
+            # cancelled: the datagram goes to the next receive
+            (<BaseLoop>op.loop).dgram_stash.setdefault(sock, []).append((data, addr))
+        else:
+            (<BaseLoop>op.loop)._call_soon(_finish_recvfrom, (op, fut, sock, data, addr), None)
+    elif fut.done():
+        pass
+    elif res == -ECANCELED:
+        fut.cancel()
+    else:
+        fut.set_exception(_oserror(res))
+
+
+cdef object _take_datagram(BaseLoop loop, object sock):
+    waiting = loop.dgram_stash.get(sock)
+    if not waiting:
+        return None
+    item = waiting.pop(0)
+    if not waiting:
+        del loop.dgram_stash[sock]
+    return item
+
+
+cdef _submit_sock_recvfrom(BaseLoop loop, object sock, Py_ssize_t n, object target):
+    cdef SockRecvFromOp op = SockRecvFromOp.__new__(SockRecvFromOp)
+    fd = sock.fileno()
+    loop._ensure_fd_no_transport(fd)
+    loop._check_closed_fast()       # as asyncio's _add_reader()
+    op.fut = loop.create_future()
+    op.sock = sock
+    op.buf = bytearray(n)
+    op.target = target
+    op.iov.iov_base = <char *>op.buf
+    op.iov.iov_len = n
+    memset(&op.msg, 0, sizeof(op.msg))
+    memset(&op.name, 0, sizeof(op.name))
+    op.msg.msg_name = &op.name
+    op.msg.msg_namelen = sizeof(op.name)
+    op.msg.msg_iov = &op.iov
+    op.msg.msg_iovlen = 1
+    ar_prep_recvmsg(socket_sqe(&loop.ring), fd, &op.msg, 0, op_user_data(op))
+    loop._track_user(op)
+    op.fut.add_done_callback(op._fut_done)
+    return op.fut
+
+
+async def _loop_sock_recvfrom(self, sock, bufsize):
+    """Receive a datagram of up to bufsize bytes: returns (data, address)."""
+    cdef BaseLoop loop = self
+    if sock.family not in _RECVMSG_FAMILIES:
+        return await _stock_sock_recvfrom(self, sock, bufsize)
+    _check_ssl_socket(sock)
+    if self._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+    if loop.dgram_stash:
+        item = _take_datagram(loop, sock)
+        if item is not None:
+            data, addr = item
+            return data[:bufsize], addr
+    try:
+        return sock.recvfrom(bufsize)
+    except (BlockingIOError, InterruptedError):
+        pass
+    return await _submit_sock_recvfrom(loop, sock, bufsize, None)
+
+
+async def _loop_sock_recvfrom_into(self, sock, buf, nbytes=0):
+    """Receive a datagram into buf: returns (nbytes, address)."""
+    cdef BaseLoop loop = self
+    if sock.family not in _RECVMSG_FAMILIES:
+        return await _stock_sock_recvfrom_into(self, sock, buf, nbytes)
+    _check_ssl_socket(sock)
+    if self._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+    if not nbytes:
+        nbytes = len(buf)
+    if loop.dgram_stash:
+        item = _take_datagram(loop, sock)
+        if item is not None:
+            data, addr = item
+            data = data[:nbytes]
+            memoryview(buf).cast('B')[:len(data)] = data
+            return len(data), addr
+    try:
+        return sock.recvfrom_into(buf, nbytes)
+    except (BlockingIOError, InterruptedError):
+        pass
+    return await _submit_sock_recvfrom(loop, sock, nbytes, buf)

@@ -410,6 +410,51 @@ async def test_udp_recvfrom_into(udp):
     assert (n, bytes(buf)) == (2, b"0123\0\0XY")
 
 
+def _dgram_pair(kind, sockdir):
+    if kind in ("udp4", "udp6"):
+        return make_udp_pair(*((socket.AF_INET, "127.0.0.1") if kind == "udp4"
+                               else (socket.AF_INET6, "::1")))
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(os.path.join(sockdir, "r.sock"))
+    if kind == "unix-named":
+        s.bind(os.path.join(sockdir, "s.sock"))
+    elif kind == "unix-abstract":
+        s.bind(b"\0aioring-test-%d" % os.getpid())
+    for x in (r, s):
+        x.setblocking(False)
+    return r, s
+
+
+@pytest.mark.parametrize("kind", ["udp4", pytest.param("udp6", marks=needs_ipv6),
+                                  "unix-named", "unix-abstract", "unix-unbound"])
+async def test_recvfrom_address_as_socket_recvfrom(kind, sockdir):
+    # The sender's address from a receive that waited equals the one
+    # socket.recvfrom() gives for the same sender.
+    loop = asyncio.get_running_loop()
+    r, s = _dgram_pair(kind, sockdir)
+    try:
+        task = asyncio.ensure_future(loop.sock_recvfrom(r, 100))
+        await asyncio.sleep(0.01)
+        assert not task.done()              # it waits
+        s.sendto(b"one", r.getsockname())
+        data, addr = await wait(task)
+        buf = bytearray(10)
+        task = asyncio.ensure_future(loop.sock_recvfrom_into(r, buf))
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        s.sendto(b"two", r.getsockname())
+        n, addr_into = await wait(task)
+        s.sendto(b"three", r.getsockname())
+        plain_data, plain_addr = r.recvfrom(100)
+        assert (data, bytes(buf[:n])) == (b"one", b"two")
+        assert addr == addr_into == plain_addr
+        assert type(addr) is type(plain_addr)
+    finally:
+        r.close()
+        s.close()
+
+
 # -- sock_connect / sock_accept -------------------------------------------------------
 
 

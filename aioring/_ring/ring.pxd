@@ -144,6 +144,8 @@ cdef extern from "uring.h" nogil:
                       unsigned msg_flags, uint64_t user_data)
     void ar_prep_sendmsg(io_uring_sqe *sqe, int fd, const msghdr *msg,
                          unsigned msg_flags, uint64_t user_data)
+    void ar_prep_recvmsg(io_uring_sqe *sqe, int fd, msghdr *msg, unsigned msg_flags,
+                         uint64_t user_data)
     void ar_prep_accept(io_uring_sqe *sqe, int fd, unsigned flags, int multishot,
                         uint64_t user_data)
     void ar_prep_poll_add(io_uring_sqe *sqe, int fd, unsigned poll_mask,

@@ -317,6 +317,14 @@ static inline void ar_prep_sendmsg(struct io_uring_sqe *sqe, int fd,
 /* accept(2) with `flags` (SOCK_NONBLOCK, SOCK_CLOEXEC); with `multishot` it
  * stays armed and completes once per connection (F_MORE while armed).  The
  * peer's address is not asked for: a multishot accept would overwrite it. */
+static inline void ar_prep_recvmsg(struct io_uring_sqe *sqe, int fd,
+                                   struct msghdr *msg, unsigned msg_flags,
+                                   uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_RECVMSG, fd, msg, 1, 0, user_data);
+    sqe->msg_flags = msg_flags;
+}
+
 static inline void ar_prep_accept(struct io_uring_sqe *sqe, int fd, unsigned flags,
                                   int multishot, uint64_t user_data)
 {
