@@ -252,6 +252,7 @@ cdef class BaseLoop:
         object sock_receiving       # socket -> its SockRecvOp in flight
         object accept_stash         # socket -> [(conn, addr)] a cancelled sock_accept left
         object dgram_stash          # socket -> [(data, addr)] a cancelled sock_recvfrom left
+        object sock_errors          # socket -> the error a cancelled sock_recv took
         unsigned long long iteration
         int pending_releases    # closed streams waiting for their final completions
 

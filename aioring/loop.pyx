@@ -129,6 +129,7 @@ cdef class BaseLoop:
         self.sock_receiving = weakref.WeakKeyDictionary()
         self.accept_stash = weakref.WeakKeyDictionary()
         self.dgram_stash = weakref.WeakKeyDictionary()
+        self.sock_errors = weakref.WeakKeyDictionary()
         self.listeners = {}
 
         self.ring_live = False

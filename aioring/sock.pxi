@@ -20,6 +20,14 @@ cdef bytes _take_stashed(BaseLoop loop, object sock, Py_ssize_t n):
     return data
 
 
+cdef _raise_kept_error(BaseLoop loop, object sock):
+    # an error a cancelled receive took from the socket (after its bytes)
+    if loop.sock_errors:
+        exc = loop.sock_errors.pop(sock, None)
+        if exc is not None:
+            raise exc
+
+
 cdef _submit_sock_recv(BaseLoop loop, object sock, Py_ssize_t n, object target):
     cdef SockRecvOp op = SockRecvOp.__new__(SockRecvOp)
     fd = sock.fileno()
@@ -73,6 +81,13 @@ def _finish_recv(SockRecvOp op, fut, sock, bytes data):
         _resolve_recv(op, fut, data)
 
 
+def _finish_recv_error(SockRecvOp op, fut, sock, exc):
+    if fut.done():
+        (<BaseLoop>op.loop).sock_errors[sock] = exc
+    else:
+        fut.set_exception(exc)
+
+
 cdef _sock_recv_done(SockRecvOp op, int res):
     cdef BaseLoop loop
     fut, op.fut = op.fut, None
@@ -90,7 +105,9 @@ cdef _sock_recv_done(SockRecvOp op, int res):
     elif res == -ECANCELED:
         fut.cancel()
     else:
-        fut.set_exception(_oserror(res))
+        # queued as data is: an error the kernel took for a receive that is
+        # cancelled meanwhile is raised by the next one, as the socket would
+        (<BaseLoop>op.loop)._call_soon(_finish_recv_error, (op, fut, sock, _oserror(res)), None)
     if op.loop != NULL:
         loop = <BaseLoop>op.loop
         if sock is not None and loop.sock_receiving.get(sock) is op:
@@ -108,6 +125,7 @@ async def _loop_sock_recv(self, sock, n):
         data = _take_stashed(self, sock, n)
         if data is not None:
             return data
+    _raise_kept_error(self, sock)
     try:
         return sock.recv(n)
     except (BlockingIOError, InterruptedError):
@@ -126,6 +144,7 @@ async def _loop_sock_recv_into(self, sock, buf):
         if data is not None:
             view[:len(data)] = data
             return len(data)
+    _raise_kept_error(self, sock)
     try:
         return sock.recv_into(buf)
     except (BlockingIOError, InterruptedError):

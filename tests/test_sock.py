@@ -283,6 +283,32 @@ async def test_cancelled_receives_lose_no_byte(stream):
     assert bytes(got) == bytes(sent)
 
 
+@pytest.mark.parametrize("reader", ["sock_recv", "sock_recv_into"])
+async def test_cancelled_receive_keeps_a_reset_for_the_next(reader):
+    # The peer resets while a receive waits, and the receive is cancelled in
+    # the iteration that sees it: the next receive still raises the reset.
+    loop = asyncio.get_running_loop()
+    ls = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(ls.getsockname())
+    a, _ = ls.accept()
+    ls.close()
+    a.setblocking(False)
+    try:
+        recv = (lambda: loop.sock_recv(a, 10)) if reader == "sock_recv" else (
+            lambda: loop.sock_recv_into(a, bytearray(10)))
+        task = asyncio.ensure_future(recv())
+        await asyncio.sleep(0.01)           # it waits
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()                        # reset
+        loop.call_soon(task.cancel)         # queued before the loop sees the reset
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(ConnectionResetError):
+            await wait(recv())
+    finally:
+        a.close()
+
+
 async def recv_into(loop, sock, n):
     buf = bytearray(n)
     k = await loop.sock_recv_into(sock, buf)
