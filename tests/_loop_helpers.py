@@ -24,6 +24,19 @@ def is_aioring(loop=None):
     return isinstance(loop, aioring.Loop)
 
 
+def iou_worker_tids():
+    """The process's io-wq worker threads (io_uring's punted requests)."""
+    tids = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("iou-wrk"):
+                    tids.add(tid)
+        except FileNotFoundError:       # a thread that just exited
+            pass
+    return tids
+
+
 def on_stock(scenario, *args, **kwargs):
     """Run `scenario(loop, ...)` on a fresh stock loop and return its result:
     what the loop under test must reproduce."""

@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 import aioring
-from _loop_helpers import is_aioring  # noqa: F401  (re-exported)
+from _loop_helpers import is_aioring, iou_worker_tids  # noqa: F401  (re-exported)
 
 
 def has_ipv6():
@@ -238,17 +238,6 @@ def count_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def iou_worker_threads():
-    names = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                names.append(f.read().strip())
-        except FileNotFoundError:
-            pass
-    return [n for n in names if n.startswith("iou-wrk")]
-
-
 @contextlib.contextmanager
 def nofile_at_least(n):
     """Raise RLIMIT_NOFILE's soft limit (up to the hard one) for the block."""
@@ -280,3 +269,12 @@ def fill(sock):
 async def wait(fut, timeout=10):
     """Await fut (shielded) with a bound, so no test can hang."""
     return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+
+async def until(cond, timeout=10):
+    """Wait (polling) until cond() is true; fail after `timeout` seconds."""
+    for _ in range(int(timeout / 0.005)):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached")

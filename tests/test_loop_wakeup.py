@@ -3,22 +3,11 @@ every wait is an io_uring_enter on the loop's ring, the cross-thread wake-up
 eventfd is written only while the loop may be asleep, and the loop core never
 sends work to io-wq worker threads."""
 import asyncio
-import os
 import threading
 import time
 
 import aioring
-
-
-def iou_worker_threads():
-    names = []
-    for tid in os.listdir('/proc/self/task'):
-        try:
-            with open(f'/proc/self/task/{tid}/comm') as f:
-                names.append(f.read().strip())
-        except FileNotFoundError:       # a thread that just exited
-            pass
-    return [n for n in names if n.startswith('iou-wrk')]
+from _loop_helpers import iou_worker_tids
 
 
 def test_busy_loop_never_writes_the_wakeup_eventfd():
@@ -79,10 +68,10 @@ def test_waits_go_through_the_ring_and_no_io_wq_thread_appears():
         for _ in range(20):
             await loop.run_in_executor(None, time.sleep, 0.001)
         info = loop._ring_info()
-        return info, info['enter_calls'] - before, slept, iou_worker_threads()
+        return info, info['enter_calls'] - before, slept, iou_worker_tids()
 
     info, enters, slept, workers = aioring.run(main())
     assert info['enabled'] and info['fd'] >= 0
     assert enters >= 1
     assert slept >= 0.05
-    assert workers == []
+    assert workers == set()

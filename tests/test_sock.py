@@ -22,7 +22,7 @@ import pytest
 import aioring
 
 from _loop_helpers import is_aioring
-from _stream_helpers import HAS_IPV6, fill, needs_ipv6  # noqa: F401
+from _stream_helpers import HAS_IPV6, fill, iou_worker_tids, needs_ipv6  # noqa: F401
 
 T = 10          # seconds: the bound on every wait
 
@@ -874,23 +874,11 @@ async def test_sendfile_refuses_datagram_socket(udp4, datafile):
 # -- aioring only: no io-wq worker for socket work -----------------------------------------------
 
 
-def iou_worker_threads():
-    found = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                if f.read().startswith("iou-wrk"):
-                    found.add(tid)
-        except FileNotFoundError:       # a thread that just exited
-            pass
-    return found
-
-
 async def test_socket_echo_creates_no_iou_worker_aioring_only():
     loop = asyncio.get_running_loop()
     if not is_aioring(loop):
         pytest.skip("aioring's own guarantee: socket requests never go to io-wq")
-    before = iou_worker_threads()
+    before = iou_worker_tids()
     a, b = socket.socketpair()
     a.setblocking(False)
     b.setblocking(False)
@@ -914,4 +902,4 @@ async def test_socket_echo_creates_no_iou_worker_aioring_only():
         server.cancel()
         a.close()
         b.close()
-    assert iou_worker_threads() - before == set()
+    assert iou_worker_tids() - before == set()

@@ -16,6 +16,7 @@ import tempfile
 import pytest
 
 from _stream_helpers import (
+    until,
     KINDS, Factory, Recorder, exc_record, open_pair, same_as_stock, sha,
     skip_unless_kind, wait)
 
@@ -26,14 +27,6 @@ MiB = 1 << 20
 def kind(request):
     skip_unless_kind(request.param)
     return request.param
-
-
-async def until(cond, timeout=10):
-    for _ in range(int(timeout / 0.005)):
-        if cond():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached")
 
 
 def lost_name(exc):

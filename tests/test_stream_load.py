@@ -14,7 +14,8 @@ import pytest
 
 import aioring
 from _stream_helpers import (
-    Factory, Recorder, count_fds, nofile_at_least, open_pair, skip_unless_kind)
+    Factory, Recorder, count_fds, iou_worker_tids, nofile_at_least, open_pair,
+    skip_unless_kind)
 
 MiB = 1 << 20
 CHUNK = 64 * 1024
@@ -169,18 +170,6 @@ async def test_1000_concurrent_connections():
 
 
 # -- aioring's own guarantees --------------------------------------------------------
-
-def iou_worker_tids():
-    tids = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                if f.read().startswith("iou-wrk"):
-                    tids.add(tid)
-        except FileNotFoundError:
-            pass
-    return tids
-
 
 class CloseAtOnce(asyncio.Protocol):
     def connection_made(self, t):

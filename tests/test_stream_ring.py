@@ -16,7 +16,7 @@ import socket
 import pytest
 
 import aioring
-from _stream_helpers import Recorder, count_fds, nofile_at_least, wait
+from _stream_helpers import Recorder, count_fds, nofile_at_least, until, wait
 
 FIXED = pytest.mark.parametrize("fixed", ["1", "0"], ids=["fixed-files", "plain-fds"])
 
@@ -32,15 +32,6 @@ class Collect(asyncio.Protocol):
 
     def data_received(self, data):
         self.data += data
-
-
-async def until(cond, timeout=30):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise TimeoutError
-        await asyncio.sleep(0.005)
 
 
 @FIXED
