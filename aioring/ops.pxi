@@ -66,21 +66,27 @@ cdef class SendOp(Operation):
             self.stream._send_done(res)
 
 
-cdef class SockRecvOp(Operation):
-    # sock_recv / sock_recv_into: one recv into `buf`, which it owns until
-    # the final completion; sock.pxi decides where the bytes go.
+cdef class SockOp(Operation):
+    # A request for one of the loop's sock_* methods: it resolves `fut`, and
+    # a cancelled future cancels the request (sock.pxi).
     cdef:
         object fut
         object sock
+
+    def _fut_done(self, fut):
+        if fut.cancelled() and self.loop != NULL:
+            (<BaseLoop>self.loop)._cancel_op(self)
+
+
+cdef class SockRecvOp(SockOp):
+    # sock_recv / sock_recv_into: one recv into `buf`, which it owns until
+    # the final completion; sock.pxi decides where the bytes go.
+    cdef:
         bytearray buf
         object target           # sock_recv_into's buffer, or None
 
     cdef complete(self, int res, unsigned flags):
         _sock_recv_done(self, res)
-
-    def _fut_done(self, fut):
-        if fut.cancelled() and self.loop != NULL:
-            (<BaseLoop>self.loop)._cancel_op(self)
 
 
 cdef extern from "sys/socket.h":
@@ -88,12 +94,10 @@ cdef extern from "sys/socket.h":
         unsigned short ss_family
 
 
-cdef class SockRecvFromOp(Operation):
+cdef class SockRecvFromOp(SockOp):
     # sock_recvfrom / sock_recvfrom_into: one recvmsg into `buf`, the
     # sender's address into `name`; both owned until the final completion.
     cdef:
-        object fut
-        object sock
         bytearray buf
         object target           # sock_recvfrom_into's buffer, or None
         msghdr msg
@@ -103,39 +107,22 @@ cdef class SockRecvFromOp(Operation):
     cdef complete(self, int res, unsigned flags):
         _sock_recvfrom_done(self, res)
 
-    def _fut_done(self, fut):
-        if fut.cancelled() and self.loop != NULL:
-            (<BaseLoop>self.loop)._cancel_op(self)
 
-
-cdef class SockSendOp(Operation):
+cdef class SockSendOp(SockOp):
     # sock_sendall: sends `data[sent:]` until all is sent.
     cdef:
-        object fut
-        object sock
         bytes data
         Py_ssize_t sent
 
     cdef complete(self, int res, unsigned flags):
         _sock_send_done(self, res)
 
-    def _fut_done(self, fut):
-        if fut.cancelled() and self.loop != NULL:
-            (<BaseLoop>self.loop)._cancel_op(self)
 
-
-cdef class SockAcceptOp(Operation):
+cdef class SockAcceptOp(SockOp):
     # sock_accept: one accept on the listening socket.
-    cdef:
-        object fut
-        object sock
 
     cdef complete(self, int res, unsigned flags):
         _sock_accept_done(self, res)
-
-    def _fut_done(self, fut):
-        if fut.cancelled() and self.loop != NULL:
-            (<BaseLoop>self.loop)._cancel_op(self)
 
 
 cdef class AcceptOp(Operation):

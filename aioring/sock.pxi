@@ -11,6 +11,32 @@
 cdef object _check_ssl_socket = _base_events._check_ssl_socket
 
 
+cdef _check_sock(BaseLoop loop, object sock):
+    # asyncio's checks at the top of every sock_* method
+    _check_ssl_socket(sock)
+    if loop._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+
+
+cdef int _begin(BaseLoop loop, SockOp op, object sock, object fut) except -1:
+    # asyncio's steps before it waits (the fd is no transport's, the loop is
+    # open), then op takes the future (a new one when fut is None); the fd
+    cdef int fd = sock.fileno()
+    loop._ensure_fd_no_transport(fd)
+    loop._check_closed_fast()       # as asyncio's _add_reader() / _add_writer()
+    op.fut = loop.create_future() if fut is None else fut
+    op.sock = sock
+    return fd
+
+
+cdef object _waiting(BaseLoop loop, SockOp op):
+    # op's request is prepared: hold op until its final completion, and let
+    # a cancelled future cancel the request
+    loop._track_user(op)
+    op.fut.add_done_callback(op._fut_done)
+    return op.fut
+
+
 cdef bytes _take_stashed(BaseLoop loop, object sock, Py_ssize_t n):
     # bytes a cancelled receive left for this socket, at most n
     cdef bytes data = loop.sock_stash.pop(sock, None)
@@ -30,18 +56,12 @@ cdef _raise_kept_error(BaseLoop loop, object sock):
 
 cdef _submit_sock_recv(BaseLoop loop, object sock, Py_ssize_t n, object target):
     cdef SockRecvOp op = SockRecvOp.__new__(SockRecvOp)
-    fd = sock.fileno()
-    loop._ensure_fd_no_transport(fd)
-    loop._check_closed_fast()       # as asyncio's _add_reader()
-    op.fut = loop.create_future()
-    op.sock = sock
+    cdef int fd = _begin(loop, op, sock, None)
     op.buf = bytearray(n)
     op.target = target
     prep_recv(&loop.ring, op, fd, -1, <char *>op.buf, <unsigned>n)
-    loop._track_user(op)
     loop.sock_receiving[sock] = op
-    op.fut.add_done_callback(op._fut_done)
-    return op.fut
+    return _waiting(loop, op)
 
 
 cdef _resolve_recv(SockRecvOp op, fut, object data):
@@ -118,9 +138,7 @@ cdef _sock_recv_done(SockRecvOp op, int res):
 
 async def _loop_sock_recv(self, sock, n):
     """Receive up to n bytes from the socket."""
-    _check_ssl_socket(sock)
-    if self._debug and sock.gettimeout() != 0:
-        raise ValueError("the socket must be non-blocking")
+    _check_sock(self, sock)
     if self.sock_stash:
         data = _take_stashed(self, sock, n)
         if data is not None:
@@ -135,9 +153,7 @@ async def _loop_sock_recv(self, sock, n):
 
 async def _loop_sock_recv_into(self, sock, buf):
     """Receive into the writable buffer buf; returns the bytes written."""
-    _check_ssl_socket(sock)
-    if self._debug and sock.gettimeout() != 0:
-        raise ValueError("the socket must be non-blocking")
+    _check_sock(self, sock)
     if self.sock_stash:
         view = memoryview(buf).cast('B')
         data = _take_stashed(self, sock, len(view))
@@ -183,9 +199,7 @@ cdef _sock_send_done(SockSendOp op, int res):
 async def _loop_sock_sendall(self, sock, data):
     """Send all of data to the socket."""
     cdef SockSendOp op
-    _check_ssl_socket(sock)
-    if self._debug and sock.gettimeout() != 0:
-        raise ValueError("the socket must be non-blocking")
+    _check_sock(self, sock)
     try:
         n = sock.send(data)
     except (BlockingIOError, InterruptedError):
@@ -193,12 +207,8 @@ async def _loop_sock_sendall(self, sock, data):
     view = memoryview(data)
     if n == view.nbytes:
         return
-    fd = sock.fileno()
-    self._ensure_fd_no_transport(fd)
-    (<BaseLoop>self)._check_closed_fast()      # as asyncio's _add_writer()
     op = SockSendOp.__new__(SockSendOp)
-    op.fut = self.create_future()
-    op.sock = sock
+    _begin(self, op, sock, None)
     op.data = view.cast('B')[n:].tobytes()      # the rest, as it is now
     _submit_sock_send(op, self)
     op.fut.add_done_callback(op._fut_done)
@@ -247,9 +257,7 @@ async def _loop_sock_accept(self, sock):
     """Accept a connection: returns (conn, address)."""
     cdef SockAcceptOp op
     cdef BaseLoop loop = self
-    _check_ssl_socket(sock)
-    if self._debug and sock.gettimeout() != 0:
-        raise ValueError("the socket must be non-blocking")
+    _check_sock(self, sock)
     if loop.accept_stash:
         waiting = loop.accept_stash.get(sock)
         if waiting:
@@ -263,14 +271,10 @@ async def _loop_sock_accept(self, sock):
         conn, address = sock.accept()
         conn.setblocking(False)
     except (BlockingIOError, InterruptedError):
-        self._ensure_fd_no_transport(fd)
-        loop._check_closed_fast()       # as asyncio's _add_reader()
         op = SockAcceptOp.__new__(SockAcceptOp)
-        op.fut = fut
-        op.sock = sock
+        _begin(loop, op, sock, fut)
         prep_accept(&loop.ring, op, fd, -1, False)
-        loop._track_user(op)
-        fut.add_done_callback(op._fut_done)
+        _waiting(loop, op)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
@@ -398,11 +402,7 @@ cdef object _take_datagram(BaseLoop loop, object sock):
 
 cdef _submit_sock_recvfrom(BaseLoop loop, object sock, Py_ssize_t n, object target):
     cdef SockRecvFromOp op = SockRecvFromOp.__new__(SockRecvFromOp)
-    fd = sock.fileno()
-    loop._ensure_fd_no_transport(fd)
-    loop._check_closed_fast()       # as asyncio's _add_reader()
-    op.fut = loop.create_future()
-    op.sock = sock
+    cdef int fd = _begin(loop, op, sock, None)
     op.buf = bytearray(n)
     op.target = target
     op.iov.iov_base = <char *>op.buf
@@ -414,9 +414,7 @@ cdef _submit_sock_recvfrom(BaseLoop loop, object sock, Py_ssize_t n, object targ
     op.msg.msg_iov = &op.iov
     op.msg.msg_iovlen = 1
     ar_prep_recvmsg(socket_sqe(&loop.ring), fd, &op.msg, 0, op_user_data(op))
-    loop._track_user(op)
-    op.fut.add_done_callback(op._fut_done)
-    return op.fut
+    return _waiting(loop, op)
 
 
 async def _loop_sock_recvfrom(self, sock, bufsize):
@@ -424,9 +422,7 @@ async def _loop_sock_recvfrom(self, sock, bufsize):
     cdef BaseLoop loop = self
     if sock.family not in _RECVMSG_FAMILIES:
         return await _stock_sock_recvfrom(self, sock, bufsize)
-    _check_ssl_socket(sock)
-    if self._debug and sock.gettimeout() != 0:
-        raise ValueError("the socket must be non-blocking")
+    _check_sock(self, sock)
     if loop.dgram_stash:
         item = _take_datagram(loop, sock)
         if item is not None:
@@ -444,9 +440,7 @@ async def _loop_sock_recvfrom_into(self, sock, buf, nbytes=0):
     cdef BaseLoop loop = self
     if sock.family not in _RECVMSG_FAMILIES:
         return await _stock_sock_recvfrom_into(self, sock, buf, nbytes)
-    _check_ssl_socket(sock)
-    if self._debug and sock.gettimeout() != 0:
-        raise ValueError("the socket must be non-blocking")
+    _check_sock(self, sock)
     if not nbytes:
         nbytes = len(buf)
     if loop.dgram_stash:

@@ -33,7 +33,22 @@ cdef extern from "errno.h":
     enum: EINVAL
 
 # Server._attach()/_detach() learned their transport argument in 3.12.
-_SERVER_TAKES_TRANSPORT = len(_inspect.signature(asyncio.base_events.Server._detach).parameters) > 1
+cdef bint _SERVER_TAKES_TRANSPORT = len(
+    _inspect.signature(asyncio.base_events.Server._detach).parameters) > 1
+
+
+cdef _server_attach(server, transport):
+    if _SERVER_TAKES_TRANSPORT:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+cdef _server_detach(server, transport):
+    if _SERVER_TAKES_TRANSPORT:
+        server._detach(transport)
+    else:
+        server._detach()
 cdef bint _WRITELINES_OWN = sys.version_info >= (3, 12)
 
 # SO_LINGER on with a zero timeout: close() resets the connection.
@@ -477,10 +492,7 @@ cdef class SocketStream:
             server = self.server
             if server is not None:
                 self.server = None
-                if _SERVER_TAKES_TRANSPORT:
-                    server._detach(self.transport)
-                else:
-                    server._detach()
+                _server_detach(server, self.transport)
             self._maybe_release()
             if self.closed_sock is not None:
                 # waiting for the kernel: the loop finishes this before it
@@ -575,10 +587,7 @@ class _SocketTransport(_transports.Transport):
         stream.protocol_connected = False
         stream.server = server
         if server is not None:
-            if _SERVER_TAKES_TRANSPORT:
-                server._attach(self)
-            else:
-                server._attach()
+            _server_attach(server, self)
         loop._transports[stream.fd] = self
         _set_nodelay(sock)
         ring_loop._check_closed_fast()      # asyncio's call_soon() below would raise
@@ -610,10 +619,7 @@ class _SocketTransport(_transports.Transport):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             s._release_unclosed()
             if s.server is not None:
-                if _SERVER_TAKES_TRANSPORT:
-                    s.server._detach(self)
-                else:
-                    s.server._detach()
+                _server_detach(s.server, self)
                 s.server = None
 
     # the protocol's view
