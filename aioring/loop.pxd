@@ -136,6 +136,48 @@ cdef class SocketStream:
     cdef _maybe_release(self)
 
 
+cdef extern from "sys/socket.h":
+    struct sockaddr_storage:
+        unsigned short ss_family
+
+
+cdef class ReadOp(Operation):
+    # The read request of a datagram or pipe transport (ringreader.pxi):
+    # into `buf` (the transport's max_size bytes, owned by this record); a
+    # recvmsg also takes the sender's address into `name`.  The record is
+    # reused: one request in flight per transport.
+    cdef:
+        object transport        # the transport, while in flight
+        char *buf
+        Py_ssize_t size
+        msghdr msg
+        iovec iov
+        sockaddr_storage name
+
+
+cdef class RingReader:
+    # The ring side of a datagram or pipe transport (ringreader.pxi): one
+    # read request kept armed while the transport reads.
+    cdef:
+        BaseLoop loop           # kept until the file is released
+        ReadOp op
+        int fd
+        int slot                # fixed-file slot, or -1
+        bint datagrams          # recvmsg (datagram socket), else read
+        list stash              # what arrived while paused
+        object closed_file      # the socket or pipe, until the kernel lets go of it
+        bint counted_release    # counted in the loop's pending_releases
+
+    @staticmethod
+    cdef RingReader new(BaseLoop loop, object file, Py_ssize_t size, bint datagrams)
+    cdef arm(self, transport)
+    cdef cancel(self)
+    cdef _done(self, transport, int res)
+    cdef keep(self, object item)
+    cdef release(self, file)
+    cdef release_unclosed(self)
+
+
 cdef class RecvOp(Operation):
     # A stream's recv into a buffer of its own: used when the kernel gives
     # the loop no provided-buffer ring.

@@ -43,6 +43,7 @@ from asyncio import base_events as _base_events
 from asyncio import coroutines as _coroutines
 from asyncio import events as _events
 from asyncio import selector_events as _selector_events
+from asyncio import sslproto as _sslproto
 from asyncio import unix_events as _unix_events
 from asyncio.log import logger as _logger
 
@@ -93,6 +94,10 @@ include "recvbuffers.pxi"
 include "stream.pxi"
 include "listener.pxi"
 include "sock.pxi"
+include "ringreader.pxi"
+include "datagram.pxi"
+include "pipes.pxi"
+include "subprocess.pxi"
 
 
 cdef class BaseLoop:
@@ -587,7 +592,7 @@ cdef class BaseLoop:
         self.user_ops = NULL
 
     cdef _submit_internal_read(self, InternalRead op):
-        prep_read(&self.ring, op, op.fd, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
+        prep_read(&self.ring, op, op.fd, -1, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
         self._track(op)
 
     cdef _internal_read_done(self, InternalRead op, int res):
@@ -1121,11 +1126,16 @@ _FROM_BASE_EVENT_LOOP = (
     # TCP: connections and servers (happy eyeballs, all_errors, ...)
     'create_connection', '_connect_sock', '_create_connection_transport',
     'create_server', '_create_server_getaddrinfo', 'connect_accepted_socket',
+    'create_datagram_endpoint', 'connect_read_pipe', 'connect_write_pipe',
+    'subprocess_exec', 'subprocess_shell', '_log_subprocess',
+    'start_tls', 'sendfile', '_sendfile_fallback',
 )
 # The stock sock_* methods, on top of our _add_reader/_add_writer (ring
 # polls): the same checks, exceptions and cancellation behaviour.
 _FROM_SELECTOR_LOOP = (
     '_ensure_fd_no_transport',
+    # loop.sendfile()'s native path: sock_sendfile() with reading paused
+    '_sendfile_native',
     'add_reader', 'remove_reader', 'add_writer', 'remove_writer',
     '_sock_read_done',
     'sock_recvfrom', '_sock_recvfrom',
@@ -1143,6 +1153,19 @@ _FROM_UNIX_LOOP = (
     '_sock_sendfile_native', '_sock_sendfile_native_impl',
     '_sock_sendfile_update_filepos', '_sock_add_cancellation_callback',
 )
+
+
+def _stock_checks_transport_fd():
+    # Newer stock loops (3.12 on) refuse a new transport on a descriptor
+    # that already has one; as the running Python's does.
+    try:
+        return '_ensure_fd_no_transport' in _inspect.getsource(
+            _selector_events.BaseSelectorEventLoop._make_socket_transport)
+    except (OSError, TypeError):
+        return sys.version_info >= (3, 12)
+
+
+_CHECK_NEW_TRANSPORT_FD = _stock_checks_transport_fd()
 
 
 class Loop(BaseLoop, asyncio.AbstractEventLoop):
@@ -1168,7 +1191,36 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
+        if _CHECK_NEW_TRANSPORT_FD:
+            self._ensure_fd_no_transport(sock)
         return _SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None,
+                            extra=None, server=None,
+                            ssl_handshake_timeout=_constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=_constants.SSL_SHUTDOWN_TIMEOUT):
+        # asyncio's TLS (SSLProtocol) over our stream transport
+        if _CHECK_NEW_TRANSPORT_FD:
+            self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = _sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        _SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
+
+    def _make_datagram_transport(self, sock, protocol, address=None,
+                                 waiter=None, extra=None):
+        if _CHECK_NEW_TRANSPORT_FD:
+            self._ensure_fd_no_transport(sock)
+        return _DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _StockWritePipeTransport(self, pipe, protocol, waiter, extra)
 
 
 def _borrow(target, source, names):
@@ -1186,6 +1238,7 @@ Loop.sock_sendall = _loop_sock_sendall
 Loop.sock_accept = _loop_sock_accept
 Loop.sock_recvfrom = _loop_sock_recvfrom
 Loop.sock_recvfrom_into = _loop_sock_recvfrom_into
+Loop._make_subprocess_transport = _loop_make_subprocess_transport
 
 
 def _unix_stop_serving(self, sock):

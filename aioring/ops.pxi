@@ -6,6 +6,7 @@
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.string cimport memset, memcpy
 from libc.stdint cimport uint16_t
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 cdef extern from "sys/socket.h":
     enum: MSG_NOSIGNAL
@@ -89,11 +90,6 @@ cdef class SockRecvOp(SockOp):
         _sock_recv_done(self, res)
 
 
-cdef extern from "sys/socket.h":
-    struct sockaddr_storage:
-        unsigned short ss_family
-
-
 cdef class SockRecvFromOp(SockOp):
     # sock_recvfrom / sock_recvfrom_into: one recvmsg into `buf`, the
     # sender's address into `name`; both owned until the final completion.
@@ -106,6 +102,16 @@ cdef class SockRecvFromOp(SockOp):
 
     cdef complete(self, int res, unsigned flags):
         _sock_recvfrom_done(self, res)
+
+
+cdef class ReadOp(Operation):
+    def __dealloc__(self):
+        PyMem_Free(self.buf)
+
+    cdef complete(self, int res, unsigned flags):
+        transport = self.transport
+        self.transport = None
+        (<RingReader>transport._reader)._done(transport, res)
 
 
 cdef class SockSendOp(SockOp):
@@ -140,15 +146,6 @@ cdef class PollOp(Operation):
             (<BaseLoop>self.loop)._poll_done(self, res)
 
 
-cdef int prep_read(ar_ring *ring, Operation op, int fd, void *buf, unsigned n) except -1:
-    cdef io_uring_sqe *sqe = ar_get_sqe(ring)
-    if sqe == NULL:
-        raise RuntimeError('io_uring submission queue is full and could not be flushed')
-    # offset -1: "current position", the only one a stream descriptor has
-    ar_prep_read(sqe, fd, buf, n, <uint64_t>-1, op_user_data(op))
-    return 0
-
-
 cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1:
     cdef io_uring_sqe *sqe = ar_get_sqe(ring)
     if sqe == NULL:
@@ -176,6 +173,14 @@ cdef inline void use_slot(io_uring_sqe *sqe, int slot):
         sqe.flags |= IOSQE_FIXED_FILE
 
 
+cdef int prep_read(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
+    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    # offset -1: "current position", the only one a stream descriptor has
+    ar_prep_read(sqe, target(fd, slot), buf, n, <uint64_t>-1, op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
 cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
     cdef io_uring_sqe *sqe = socket_sqe(ring)
     ar_prep_recv(sqe, target(fd, slot), buf, n, op_user_data(op))
@@ -187,6 +192,13 @@ cdef int prep_recv_select(ar_ring *ring, Operation op, int fd, int slot,
                           uint16_t bgid, bint multishot) except -1:
     cdef io_uring_sqe *sqe = socket_sqe(ring)
     ar_prep_recv_select(sqe, target(fd, slot), bgid, multishot, op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
+cdef int prep_recvmsg(ar_ring *ring, Operation op, int fd, int slot, msghdr *msg) except -1:
+    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    ar_prep_recvmsg(sqe, target(fd, slot), msg, 0, op_user_data(op))
     use_slot(sqe, slot)
     return 0
 

@@ -413,7 +413,7 @@ cdef _submit_sock_recvfrom(BaseLoop loop, object sock, Py_ssize_t n, object targ
     op.msg.msg_namelen = sizeof(op.name)
     op.msg.msg_iov = &op.iov
     op.msg.msg_iovlen = 1
-    ar_prep_recvmsg(socket_sqe(&loop.ring), fd, &op.msg, 0, op_user_data(op))
+    prep_recvmsg(&loop.ring, op, fd, -1, &op.msg)
     return _waiting(loop, op)
 
 
