@@ -1,7 +1,7 @@
 # Datagram transports (UDP and Unix datagram sockets).
 #
 # asyncio's own _SelectorDatagramTransport, with its receiving moved onto the
-# ring (ringreader.pxi): one IORING_OP_RECVMSG through the socket's
+# ring (ringfile.pxi): one IORING_OP_RECVMSG through the socket's
 # fixed-file slot stays armed while the transport reads, and its completion
 # hands the datagram, or the error (an ICMP port unreachable, ...), to the
 # protocol.  Sending is asyncio's: sendto() tries the socket at once, as the
@@ -14,7 +14,7 @@ cdef object _StockDatagramTransport = _selector_events._SelectorDatagramTranspor
 
 cdef _datagram_read(transport, RingReader reader, int res):
     # the completion of the transport's recvmsg
-    cdef ReadOp op = reader.op
+    cdef ReadOp op = <ReadOp>reader.op
     if transport._closing:
         return      # asyncio would not have read it
     if res >= 0:

@@ -142,7 +142,7 @@ cdef extern from "sys/socket.h":
 
 
 cdef class ReadOp(Operation):
-    # The read request of a datagram or pipe transport (ringreader.pxi):
+    # The read request of a datagram or pipe transport (ringfile.pxi):
     # into `buf` (the transport's max_size bytes, owned by this record); a
     # recvmsg also takes the sender's address into `name`.  The record is
     # reused: one request in flight per transport.
@@ -155,27 +155,60 @@ cdef class ReadOp(Operation):
         sockaddr_storage name
 
 
-cdef class RingReader:
-    # The ring side of a datagram or pipe transport (ringreader.pxi): one
-    # read request kept armed while the transport reads.
+cdef class RingFile:
+    # A transport's file (socket, pipe, character device) as the ring uses
+    # it (ringfile.pxi): its fixed-file slot, its one request at a time, and
+    # the close that waits for the kernel to let go of it.
     cdef:
         BaseLoop loop           # kept until the file is released
-        ReadOp op
+        Operation op            # reused: at most one in flight
         int fd
         int slot                # fixed-file slot, or -1
+        object closed_file      # the file, until the kernel lets go of it
+        bint counted_release    # counted in the loop's pending_releases
+
+    cdef cancel(self)
+    cdef release(self, file)
+    cdef release_unclosed(self)
+
+
+cdef class RingReader(RingFile):
+    # The receiving side of a datagram or pipe transport: one read request
+    # kept armed while the transport reads.
+    cdef:
         bint datagrams          # recvmsg (datagram socket), else read
         list stash              # what arrived while paused
-        object closed_file      # the socket or pipe, until the kernel lets go of it
-        bint counted_release    # counted in the loop's pending_releases
 
     @staticmethod
     cdef RingReader new(BaseLoop loop, object file, Py_ssize_t size, bint datagrams)
     cdef arm(self, transport)
-    cdef cancel(self)
     cdef _done(self, transport, int res)
     cdef keep(self, object item)
-    cdef release(self, file)
-    cdef release_unclosed(self)
+
+
+cdef class WriteOp(Operation):
+    # The write of a pipe transport in flight (pipes.pxi): up to
+    # SEND_IOV_MAX of its queued chunks in one write/writev; `keep` holds
+    # their memory until the final completion.
+    cdef:
+        object transport        # the transport, while in flight
+        object keep
+        iovec iov[SEND_IOV_MAX]
+
+
+cdef class PipeWriter(RingFile):
+    # The sending side of a write pipe transport (pipes.pxi).
+    cdef:
+        list chunks             # bytes not yet written, in order
+        Py_ssize_t offset       # bytes of chunks[0] already written
+        readonly Py_ssize_t size    # bytes in chunks not yet written
+        bint polled             # the file cannot wait in the ring: poll, then write
+
+    @staticmethod
+    cdef PipeWriter new(BaseLoop loop, int fd)
+    cdef submit(self, transport)
+    cdef _done(self, transport, int res)
+    cdef clear(self)
 
 
 cdef class RecvOp(Operation):

@@ -94,7 +94,7 @@ include "recvbuffers.pxi"
 include "stream.pxi"
 include "listener.pxi"
 include "sock.pxi"
-include "ringreader.pxi"
+include "ringfile.pxi"
 include "datagram.pxi"
 include "pipes.pxi"
 include "subprocess.pxi"
@@ -1220,7 +1220,7 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
         return _ReadPipeTransport(self, pipe, protocol, waiter, extra)
 
     def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
-        return _StockWritePipeTransport(self, pipe, protocol, waiter, extra)
+        return _WritePipeTransport(self, pipe, protocol, waiter, extra)
 
 
 def _borrow(target, source, names):

@@ -114,6 +114,14 @@ cdef class ReadOp(Operation):
         (<RingReader>transport._reader)._done(transport, res)
 
 
+cdef class WriteOp(Operation):
+    cdef complete(self, int res, unsigned flags):
+        transport = self.transport
+        self.transport = None
+        self.keep = None
+        (<PipeWriter>transport._writer)._done(transport, res)
+
+
 cdef class SockSendOp(SockOp):
     # sock_sendall: sends `data[sent:]` until all is sent.
     cdef:
@@ -210,33 +218,53 @@ cdef int prep_accept(ar_ring *ring, Operation op, int fd, int slot, bint multish
     return 0
 
 
+cdef Py_ssize_t chunks_to_iov(iovec *iov, list chunks, Py_ssize_t offset):
+    # Up to SEND_IOV_MAX of `chunks` (bytes) as iovecs, without the first
+    # `offset` bytes of chunks[0]; returns how many.
+    cdef Py_ssize_t i, n = min(len(chunks), SEND_IOV_MAX)
+    cdef bytes chunk
+    for i in range(n):
+        chunk = <bytes>chunks[i]
+        iov[i].iov_base = PyBytes_AS_STRING(chunk)
+        iov[i].iov_len = PyBytes_GET_SIZE(chunk)
+    iov[0].iov_base = <char *>iov[0].iov_base + offset
+    iov[0].iov_len -= offset
+    return n
+
+
 cdef int prep_send(ar_ring *ring, SendOp op, int fd, int slot, list chunks,
                    Py_ssize_t offset) except -1:
     # chunks: bytes objects, the first `offset` bytes of chunks[0] already sent
     cdef io_uring_sqe *sqe = socket_sqe(ring)
-    cdef Py_ssize_t i, n = len(chunks)
-    cdef bytes chunk
-    if n > SEND_IOV_MAX:
-        n = SEND_IOV_MAX
+    cdef Py_ssize_t n = chunks_to_iov(op.iov, chunks, offset)
     if n == 1:
-        chunk = <bytes>chunks[0]
-        op.keep = chunk
+        op.keep = chunks[0]
         # (one send moves at most 1 GiB: the length field is 32 bits)
-        ar_prep_send(sqe, target(fd, slot), PyBytes_AS_STRING(chunk) + offset,
-                     <unsigned>min(PyBytes_GET_SIZE(chunk) - offset, 1 << 30),
+        ar_prep_send(sqe, target(fd, slot), op.iov[0].iov_base,
+                     <unsigned>min(op.iov[0].iov_len, 1 << 30),
                      MSG_NOSIGNAL, op_user_data(op))
     else:
         op.keep = chunks[:n]
-        for i in range(n):
-            chunk = <bytes>chunks[i]
-            op.iov[i].iov_base = PyBytes_AS_STRING(chunk)
-            op.iov[i].iov_len = PyBytes_GET_SIZE(chunk)
-        op.iov[0].iov_base = <char *>op.iov[0].iov_base + offset
-        op.iov[0].iov_len -= offset
         memset(&op.msg, 0, sizeof(op.msg))
         op.msg.msg_iov = op.iov
         op.msg.msg_iovlen = n
         ar_prep_sendmsg(sqe, target(fd, slot), &op.msg, MSG_NOSIGNAL, op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
+cdef int prep_write_chunks(ar_ring *ring, WriteOp op, int fd, int slot, list chunks,
+                           Py_ssize_t offset) except -1:
+    # prep_send's counterpart for a pipe or character device: write/writev
+    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef Py_ssize_t n = chunks_to_iov(op.iov, chunks, offset)
+    op.keep = chunks[:n]
+    if n == 1:
+        ar_prep_write(sqe, target(fd, slot), op.iov[0].iov_base,
+                      <unsigned>min(op.iov[0].iov_len, 1 << 30), <uint64_t>-1,
+                      op_user_data(op))
+    else:
+        ar_prep_writev(sqe, target(fd, slot), op.iov, n, <uint64_t>-1, op_user_data(op))
     use_slot(sqe, slot)
     return 0
 

@@ -3,11 +3,13 @@
 # so the pipes of subprocesses.
 #
 # The read side is asyncio's _UnixReadPipeTransport with its reads moved
-# onto the ring (ringreader.pxi): one IORING_OP_READ stays armed while the
-# transport reads.  A file the kernel cannot wait on without a worker thread
-# answers EAGAIN; such a transport goes back to asyncio's own reads after a
-# ring poll.  The write side is asyncio's _UnixWritePipeTransport: write()
-# tries the pipe at once and what it refuses waits for a ring poll.
+# onto the ring (ringfile.pxi): one IORING_OP_READ stays armed while the
+# transport reads.  The write side is asyncio's _UnixWritePipeTransport with
+# its waiting moved onto the ring: write() tries the pipe at once, as the
+# stock loop does, and what the pipe refuses is queued and written by one
+# IORING_OP_WRITE / WRITEV at a time (PipeWriter), which waits in the kernel
+# for room.  A file the kernel cannot wait on answers EAGAIN; such a
+# transport goes back to asyncio's own reads and writes after ring polls.
 
 cdef object _StockReadPipeTransport = _unix_events._UnixReadPipeTransport
 cdef object _StockWritePipeTransport = _unix_events._UnixWritePipeTransport
@@ -18,7 +20,7 @@ cdef _pipe_read(transport, RingReader reader, int res):
     if transport._closing:
         return      # asyncio would not have read it
     if res >= 0:
-        chunk = PyBytes_FromStringAndSize(reader.op.buf, res)
+        chunk = PyBytes_FromStringAndSize((<ReadOp>reader.op).buf, res)
         if transport._paused or reader.stash:
             reader.keep(chunk)
             return
@@ -135,3 +137,202 @@ class _ReadPipeTransport(_StockReadPipeTransport):
             self._protocol = None
             self._loop = None
             (<RingReader>self._reader).release(pipe)
+
+
+cdef class PipeWriter(RingFile):
+    # (attributes in loop.pxd)
+
+    @staticmethod
+    cdef PipeWriter new(BaseLoop loop, int fd):
+        cdef PipeWriter writer = PipeWriter.__new__(PipeWriter)
+        writer.loop = loop
+        writer.op = WriteOp.__new__(WriteOp)
+        writer.fd = fd
+        writer.slot = -1
+        writer.chunks = []
+        return writer
+
+    cdef submit(self, transport):
+        cdef WriteOp op = <WriteOp>self.op
+        if op.in_flight or not self.chunks or self.closed_file is not None:
+            return
+        if self.polled:
+            self.loop._add_writer(self.fd, transport._write_ready)
+            return
+        prep_write_chunks(&self.loop.ring, op, self.fd, self.slot, self.chunks, self.offset)
+        op.transport = transport
+        self.loop._track_user(op)
+
+    cdef _done(self, transport, int res):
+        if self.closed_file is not None:
+            self.release(None)
+            return
+        if res == -ECANCELED or self.loop._closed or not self.chunks:
+            return      # (aborted)
+        if res == -EAGAIN:
+            # not a file the ring can wait on: asyncio's writes after polls
+            self.polled = True
+            self.submit(transport)
+            return
+        if res < 0:
+            # as asyncio's _write_ready() on an error
+            self.clear()
+            transport._conn_lost += 1
+            transport._fatal_error(_oserror(res), 'Fatal write error on pipe transport')
+            return
+        self.size -= res
+        if self.size == 0:
+            self.chunks.clear()
+            self.offset = 0
+            _pipe_written(transport)
+        else:
+            self.offset = _drop_written(self.chunks, self.offset, res)
+            self.submit(transport)
+
+    cdef clear(self):
+        self.chunks.clear()
+        self.offset = 0
+        self.size = 0
+        self.cancel()
+
+
+cdef _pipe_written(transport):
+    # all of the queue went out: as asyncio's _write_ready() then
+    transport._maybe_resume_protocol()      # may write more
+    if transport._writer.size == 0 and transport._closing:
+        transport._loop._remove_reader(transport._fileno)
+        transport._call_connection_lost(None)
+
+
+class _WritePipeTransport(_StockWritePipeTransport):
+    """The write end of a pipe (or pty, FIFO, socket) on an aioring loop.
+
+    asyncio's buffer (a bytearray) is replaced by the PipeWriter's queue of
+    chunks, which the kernel reads while the transport goes on queueing."""
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        self._writer = None
+        # (refuses what is not a pipe, socket or character device; watches
+        # a pipe's or socket's read side for the peer's close)
+        super().__init__(loop, pipe, protocol, waiter, extra)
+        writer = PipeWriter.new(loop, self._fileno)
+        if stat.S_ISSOCK(os.fstat(self._fileno).st_mode):
+            writer.slot = loop._fixed_slot(self._fileno)
+        self._writer = writer
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append('closed')
+        elif self._closing:
+            info.append('closing')
+        info.append(f'fd={self._fileno}')
+        if self._pipe is not None:
+            info.append('polling' if self.get_write_buffer_size() else 'idle')
+            info.append(f'bufsize={self.get_write_buffer_size()}')
+        else:
+            info.append('closed')
+        return '<{}>'.format(' '.join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            if self._writer is not None:
+                (<PipeWriter>self._writer).release_unclosed()
+            self._pipe.close()
+
+    def get_write_buffer_size(self):
+        return 0 if self._writer is None else (<PipeWriter>self._writer).size
+
+    def _read_ready(self):
+        # the read end was closed
+        if self._loop.get_debug():
+            _logger.info("%r was closed by peer", self)
+        if self.get_write_buffer_size():
+            self._close(BrokenPipeError())
+        else:
+            self._close()
+
+    def write(self, data):
+        cdef PipeWriter writer = self._writer
+        assert isinstance(data, (bytes, bytearray, memoryview)), repr(data)
+        if isinstance(data, bytearray):
+            data = memoryview(data)
+        if not data:
+            return
+        if self._conn_lost or self._closing:
+            if self._conn_lost >= _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _logger.warning('pipe closed by peer or '
+                                'os.write(pipe, data) raised exception.')
+            self._conn_lost += 1
+            return
+        if not writer.size:
+            # try the pipe at once, as asyncio does
+            try:
+                n = os.write(self._fileno, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._conn_lost += 1
+                self._fatal_error(exc, 'Fatal write error on pipe transport')
+                return
+            if n == len(data):
+                return
+            elif n > 0:
+                data = memoryview(data)[n:]
+        chunk = bytes(data)     # the caller may change its buffer later
+        writer.chunks.append(chunk)
+        writer.size += len(chunk)
+        writer.submit(self)
+        self._maybe_pause_protocol()
+
+    def _write_ready(self):
+        # a polled file (see PipeWriter._done): writable again
+        cdef PipeWriter writer = self._writer
+        try:
+            n = os.write(self._fileno, memoryview(writer.chunks[0])[writer.offset:])
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            writer.clear()
+            self._conn_lost += 1
+            self._loop._remove_writer(self._fileno)
+            self._fatal_error(exc, 'Fatal write error on pipe transport')
+            return
+        writer.size -= n
+        writer.offset = _drop_written(writer.chunks, writer.offset, n)
+        if writer.size == 0:
+            self._loop._remove_writer(self._fileno)
+            _pipe_written(self)
+
+    def write_eof(self):
+        if self._closing:
+            return
+        assert self._pipe
+        self._closing = True
+        if not self.get_write_buffer_size():
+            self._loop._remove_reader(self._fileno)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def _close(self, exc=None):
+        self._closing = True
+        if self.get_write_buffer_size():
+            self._loop._remove_writer(self._fileno)
+            (<PipeWriter>self._writer).clear()
+        self._loop._remove_reader(self._fileno)
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        # asyncio's, except that the pipe is closed only once the kernel has
+        # let go of it
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            pipe, self._pipe = self._pipe, None
+            self._protocol = None
+            self._loop = None
+            (<PipeWriter>self._writer).release(pipe)

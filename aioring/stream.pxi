@@ -67,6 +67,20 @@ cdef inline object _oserror(int res):
     return OSError(-res, os.strerror(-res))
 
 
+cdef Py_ssize_t _drop_written(list chunks, Py_ssize_t offset, Py_ssize_t n):
+    # n more bytes of the queued chunks went out (the first `offset` bytes
+    # of chunks[0] had gone before): drop the chunks that are done; returns
+    # the new offset into chunks[0]
+    cdef Py_ssize_t left = n + offset, size
+    while chunks:
+        size = PyBytes_GET_SIZE(<bytes>chunks[0])
+        if left < size:
+            break
+        left -= size
+        del chunks[0]
+    return left
+
+
 cdef class SocketStream:
 
     def __cinit__(self):
@@ -328,7 +342,6 @@ cdef class SocketStream:
         self.ring_loop._track_user(self.send_op)
 
     cdef _send_done(self, int res):
-        cdef Py_ssize_t left, size
         cdef list wbuf = self.wbuf
         if self.sock is None or self.conn_lost:
             self._maybe_release()
@@ -346,17 +359,11 @@ cdef class SocketStream:
             return
         # drop what went out
         self.wsize -= res
-        left = res + self.woff
         if self.wsize == 0:
             wbuf.clear()            # all of it (the common case)
-            left = 0
-        while wbuf:
-            size = PyBytes_GET_SIZE(<bytes>wbuf[0])
-            if left < size:
-                break
-            left -= size
-            del wbuf[0]
-        self.woff = left
+            self.woff = 0
+        else:
+            self.woff = _drop_written(wbuf, self.woff, res)
         self._maybe_resume_protocol()       # may write more
         if wbuf:
             self._queue_send()              # goes out with the next enter

@@ -136,6 +136,8 @@ cdef extern from "uring.h" nogil:
                       uint64_t off, uint64_t user_data)
     void ar_prep_write(io_uring_sqe *sqe, int fd, const void *buf, unsigned len,
                        uint64_t off, uint64_t user_data)
+    void ar_prep_writev(io_uring_sqe *sqe, int fd, const iovec *iov, unsigned nr,
+                        uint64_t off, uint64_t user_data)
     void ar_prep_recv(io_uring_sqe *sqe, int fd, void *buf, unsigned len,
                       uint64_t user_data)
     void ar_prep_recv_select(io_uring_sqe *sqe, int fd, uint16_t bgid,

@@ -276,6 +276,13 @@ static inline void ar_prep_write(struct io_uring_sqe *sqe, int fd, const void *b
     ar_prep_rw(sqe, IORING_OP_WRITE, fd, buf, len, off, user_data);
 }
 
+static inline void ar_prep_writev(struct io_uring_sqe *sqe, int fd,
+                                  const struct iovec *iov, unsigned nr,
+                                  uint64_t off, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_WRITEV, fd, iov, nr, off, user_data);
+}
+
 static inline void ar_prep_recv(struct io_uring_sqe *sqe, int fd, void *buf,
                                 unsigned len, uint64_t user_data)
 {

@@ -1,0 +1,101 @@
+# The files of the datagram and pipe transports (datagram.pxi, pipes.pxi) as
+# the ring uses them.
+#
+# RingFile: a file's fixed-file slot (sockets), its one request in flight at
+# a time, and its close, which waits for the request's final completion:
+# cancel, final completion, slot cleared, file closed, in that order.
+#
+# RingReader: where asyncio registers a reader and reads once the file is
+# readable, one ring request (IORING_OP_RECVMSG for a datagram socket,
+# IORING_OP_READ for a pipe or character device) stays armed while the
+# transport reads, and its completion is the read.  Pausing or closing
+# cancels it; what it took anyway is kept for resume_reading() (or dropped
+# after close(), as asyncio would never have read it).
+
+cdef class RingFile:
+    # (attributes in loop.pxd)
+
+    cdef cancel(self):
+        if self.op.in_flight:
+            self.loop._cancel_op(self.op)
+
+    cdef release(self, file):
+        # file: the transport's socket or pipe (None: handed over before)
+        cdef int slot
+        if file is not None:
+            self.closed_file = file
+        if self.closed_file is None:
+            return
+        if self.op.in_flight:
+            self.cancel()
+            if not self.counted_release:
+                # the loop finishes it before it stops running
+                self.counted_release = True
+                self.loop.pending_releases += 1
+            return
+        file, self.closed_file = self.closed_file, None
+        if self.counted_release:
+            self.counted_release = False
+            self.loop.pending_releases -= 1
+        slot, self.slot = self.slot, -1
+        if slot >= 0:
+            self.loop._release_slot(slot)
+        file.close()
+
+    cdef release_unclosed(self):
+        # the transport was collected without close(): nothing in flight (a
+        # request would have kept it alive)
+        if self.slot >= 0:
+            self.loop._release_slot(self.slot)
+            self.slot = -1
+
+
+cdef class RingReader(RingFile):
+
+    @staticmethod
+    cdef RingReader new(BaseLoop loop, object file, Py_ssize_t size, bint datagrams):
+        cdef RingReader reader = RingReader.__new__(RingReader)
+        cdef ReadOp op = ReadOp.__new__(ReadOp)
+        op.size = size
+        op.buf = <char *>PyMem_Malloc(size)
+        if op.buf == NULL:
+            raise MemoryError
+        reader.loop = loop
+        reader.op = op
+        reader.fd = file.fileno()
+        reader.slot = -1
+        reader.datagrams = datagrams
+        return reader
+
+    cdef arm(self, transport):
+        cdef ReadOp op = <ReadOp>self.op
+        if op.in_flight or self.closed_file is not None:
+            return
+        if self.datagrams:
+            op.iov.iov_base = op.buf
+            op.iov.iov_len = op.size
+            memset(&op.msg, 0, sizeof(op.msg))
+            op.msg.msg_name = &op.name
+            op.msg.msg_namelen = sizeof(op.name)
+            op.msg.msg_iov = &op.iov
+            op.msg.msg_iovlen = 1
+            prep_recvmsg(&self.loop.ring, op, self.fd, self.slot, &op.msg)
+        else:
+            prep_read(&self.loop.ring, op, self.fd, self.slot, op.buf, <unsigned>op.size)
+        op.transport = transport
+        self.loop._track_user(op)
+
+    cdef _done(self, transport, int res):
+        if self.closed_file is not None:
+            self.stash = None
+            self.release(None)
+        elif not self.loop._closed:
+            if self.datagrams:
+                _datagram_read(transport, self, res)
+            else:
+                _pipe_read(transport, self, res)
+
+    cdef keep(self, object item):
+        if self.stash is None:
+            self.stash = []
+        self.stash.append(item)
