@@ -566,8 +566,12 @@ cdef class SocketStream:
         self.empty_waiter = None
 
 
-class _SocketTransport(_transports.Transport):
-    """A TCP or Unix stream transport of an aioring loop."""
+class _SocketTransport(_transports._FlowControlMixin):
+    """A TCP or Unix stream transport of an aioring loop.
+
+    A _FlowControlMixin as asyncio's own socket transport is (loop.sendfile's
+    fallback insists on it); its slots are unused, the stream keeps that
+    state."""
 
     __slots__ = ('_stream', '__weakref__')
 
@@ -685,6 +689,15 @@ class _SocketTransport(_transports.Transport):
     # what asyncio's own helpers (sendfile, start_tls) read of a transport
 
     _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True
+
+    def _force_close(self, exc):
+        # asyncio's TLS layer closes its transport this way on fatal errors
+        (<SocketStream>self._stream)._force_close(exc)
+
+    @property
+    def _protocol_paused(self):
+        return (<SocketStream>self._stream).protocol_paused
 
     @property
     def _sock(self):

@@ -1,7 +1,7 @@
 # Subprocesses: asyncio's own _UnixSubprocessTransport (subprocess.Popen,
 # its pipes through our pipe transports), with the child's exit observed
 # through a pidfd: a ring poll on it completes when the child exits, and
-# the loop reaps it then.  No SIGCHLD handler, no watcher thread, no child
+# the loop reaps it then (waitpid(), as asyncio's PidfdChildWatcher).  No SIGCHLD handler, no watcher thread, no child
 # watcher to install (the stock loop's default watcher on 3.12+ does the
 # same through epoll).  A kernel without pidfd_open() (before 5.3) gets a
 # thread that waits for the child, as asyncio's ThreadedChildWatcher.
@@ -47,16 +47,17 @@ def _child_exited(loop, int pid, int pidfd, transp):
 
 
 def _wait_in_thread(loop, int pid, transp):
-    returncode = _reap(pid, 0)
+    returncode = _reap(pid)
     try:
         loop.call_soon_threadsafe(transp._process_exited, returncode)
     except RuntimeError:
         pass        # the loop is closed
 
 
-cdef int _reap(int pid, int options=os.WNOHANG):
+cdef int _reap(int pid):
+    # the child has exited (or is about to): waitpid() returns at once
     try:
-        _, status = os.waitpid(pid, options)
+        _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         # reaped elsewhere (os.waitpid() of the program's own): as asyncio
         _logger.warning("child process pid %d exit status already read: "
