@@ -127,6 +127,7 @@ cdef class SocketStream:
     cdef _keep(self, object chunk)
     cdef _on_eof(self)
     cdef _queue_send(self)
+    cdef _send_now(self)
     cdef _submit_send(self)
     cdef _send_done(self, int res)
     cdef _maybe_pause_protocol(self)
@@ -177,6 +178,7 @@ cdef class RingReader(RingFile):
     # kept armed while the transport reads.
     cdef:
         bint datagrams          # recvmsg (datagram socket), else read
+        bint delivering         # a completion waits in the ready queue (its data in op.buf)
         list stash              # what arrived while paused
 
     @staticmethod

@@ -58,8 +58,6 @@ cdef unsigned POLLIN = select.POLLIN
 cdef unsigned POLLOUT = select.POLLOUT
 cdef object _get_ident = threading.get_ident
 cdef object _get_native_id = threading.get_native_id
-cdef object _set_running_loop = _events._set_running_loop
-cdef object _get_running_loop = _events._get_running_loop
 cdef double MAXIMUM_TIMEOUT = _base_events.MAXIMUM_SELECT_TIMEOUT
 # asyncio purges cancelled timers when there are more than this many timers
 # and more than this fraction of them are cancelled.
@@ -240,7 +238,8 @@ cdef class BaseLoop:
     def _check_running(self):
         if self.is_running():
             raise RuntimeError('This event loop is already running')
-        if _get_running_loop() is not None:
+        # (looked up at each call, as asyncio does: tests and tools swap them)
+        if _events._get_running_loop() is not None:
             raise RuntimeError(
                 'Cannot run the event loop while another loop is running')
 
@@ -970,14 +969,14 @@ cdef class BaseLoop:
         sys.set_asyncgen_hooks(
             firstiter=self._asyncgen_firstiter_hook,
             finalizer=self._asyncgen_finalizer_hook)
-        _set_running_loop(self)
+        _events._set_running_loop(self)
 
     def _run_forever_cleanup(self):
         self._send_written()
         self._finish_releases()
         self._stopping = False
         self._thread_id = None
-        _set_running_loop(None)
+        _events._set_running_loop(None)
         self._set_coroutine_origin_tracking(False)
         if self._old_agen_hooks is not None:
             sys.set_asyncgen_hooks(*self._old_agen_hooks)

@@ -69,7 +69,9 @@ class _ReadPipeTransport(_StockReadPipeTransport):
         elif self._closing:
             info.append('closing')
         info.append(f'fd={self._fileno}')
-        if self._pipe is not None:
+        if self._pipe is not None and self._loop.is_closed():
+            info.append('open')     # (as asyncio's, whose closed loop has no selector)
+        elif self._pipe is not None:
             reading = (<RingReader>self._reader).op.in_flight or (
                 self._polled and self._fileno in (<BaseLoop>self._loop).readers)
             info.append('polling' if reading else 'idle')
@@ -227,7 +229,9 @@ class _WritePipeTransport(_StockWritePipeTransport):
         elif self._closing:
             info.append('closing')
         info.append(f'fd={self._fileno}')
-        if self._pipe is not None:
+        if self._pipe is not None and self._loop.is_closed():
+            info.append('open')
+        elif self._pipe is not None:
             info.append('polling' if self.get_write_buffer_size() else 'idle')
             info.append(f'bufsize={self.get_write_buffer_size()}')
         else:

@@ -8,7 +8,8 @@
 # RingReader: where asyncio registers a reader and reads once the file is
 # readable, one ring request (IORING_OP_RECVMSG for a datagram socket,
 # IORING_OP_READ for a pipe or character device) stays armed while the
-# transport reads, and its completion is the read.  Pausing or closing
+# transport reads, and its completion is the read, handed to the protocol
+# in a queued callback as asyncio's reader callback would be.  Pausing or closing
 # cancels it; what it took anyway is kept for resume_reading() (or dropped
 # after close(), as asyncio would never have read it).
 
@@ -69,7 +70,7 @@ cdef class RingReader(RingFile):
 
     cdef arm(self, transport):
         cdef ReadOp op = <ReadOp>self.op
-        if op.in_flight or self.closed_file is not None:
+        if op.in_flight or self.delivering or self.closed_file is not None:
             return
         if self.datagrams:
             op.iov.iov_base = op.buf
@@ -90,12 +91,23 @@ cdef class RingReader(RingFile):
             self.stash = None
             self.release(None)
         elif not self.loop._closed:
-            if self.datagrams:
-                _datagram_read(transport, self, res)
-            else:
-                _pipe_read(transport, self, res)
+            # handed over in a callback queued behind those already ready,
+            # where asyncio's reader callback would run (the request is
+            # re-armed after it, so op.buf holds the data until then)
+            self.delivering = True
+            self.loop._call_soon(_ring_read_ready, (transport, self, res), None)
 
     cdef keep(self, object item):
         if self.stash is None:
             self.stash = []
         self.stash.append(item)
+
+
+def _ring_read_ready(transport, RingReader reader, int res):
+    reader.delivering = False
+    if reader.closed_file is not None or reader.loop._closed or transport._closing:
+        return      # closed meanwhile: asyncio would not have read it
+    if reader.datagrams:
+        _datagram_read(transport, reader, res)
+    else:
+        _pipe_read(transport, reader, res)

@@ -292,8 +292,34 @@ cdef class SocketStream:
             data = bytes(data)      # the caller may change its buffer later
         self.wbuf.append(data)
         self.wsize += PyBytes_GET_SIZE(data)
+        if self.wsize > self.high_water:
+            self._send_now()
         self._queue_send()
         self._maybe_pause_protocol()
+
+    cdef _send_now(self):
+        # Past the high-water mark: give the socket what it takes at once,
+        # as asyncio's write() does, so that pause_writing() is called only
+        # when the socket is really full (not because the send was deferred
+        # to the end of the iteration).  Only while no send is in flight:
+        # the order of the bytes must hold.
+        cdef Py_ssize_t n
+        if self.sock is None or (self.send_op is not None and self.send_op.in_flight):
+            return
+        if len(self.wbuf) == 1:
+            pending = memoryview(self.wbuf[0])[self.woff:]
+        else:
+            pending = memoryview(b''.join(self.wbuf))[self.woff:]
+        try:
+            n = self.sock.send(pending)
+        except OSError:
+            return      # (full, or an error the ring's send will report)
+        self.wsize -= n
+        if self.wsize == 0:
+            self.wbuf.clear()
+            self.woff = 0
+        else:
+            self.woff = _drop_written(self.wbuf, self.woff, n)
 
     cdef _queue_send(self):
         # the loop submits it before its next wait
