@@ -154,19 +154,18 @@ cdef class PollOp(Operation):
             (<BaseLoop>self.loop)._poll_done(self, res)
 
 
-cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1:
-    cdef io_uring_sqe *sqe = ar_get_sqe(ring)
-    if sqe == NULL:
-        raise RuntimeError('io_uring submission queue is full and could not be flushed')
-    ar_prep_poll_add(sqe, fd, mask, 0, op_user_data(op))
-    return 0
-
-
-cdef inline io_uring_sqe *socket_sqe(ar_ring *ring) except NULL:
+# The next free SQE (the SQ is flushed first when it is full).
+cdef inline io_uring_sqe *acquire_sqe(ar_ring *ring) except NULL:
     cdef io_uring_sqe *sqe = ar_get_sqe(ring)
     if sqe == NULL:
         raise RuntimeError('io_uring submission queue is full and could not be flushed')
     return sqe
+
+
+cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1:
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
+    ar_prep_poll_add(sqe, fd, mask, 0, op_user_data(op))
+    return 0
 
 
 # Socket requests name the socket's fixed-file slot when it has one
@@ -182,7 +181,7 @@ cdef inline void use_slot(io_uring_sqe *sqe, int slot):
 
 
 cdef int prep_read(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
-    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     # offset -1: "current position", the only one a stream descriptor has
     ar_prep_read(sqe, target(fd, slot), buf, n, <uint64_t>-1, op_user_data(op))
     use_slot(sqe, slot)
@@ -190,7 +189,7 @@ cdef int prep_read(ar_ring *ring, Operation op, int fd, int slot, void *buf, uns
 
 
 cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
-    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     ar_prep_recv(sqe, target(fd, slot), buf, n, op_user_data(op))
     use_slot(sqe, slot)
     return 0
@@ -198,21 +197,21 @@ cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, uns
 
 cdef int prep_recv_select(ar_ring *ring, Operation op, int fd, int slot,
                           uint16_t bgid, bint multishot) except -1:
-    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     ar_prep_recv_select(sqe, target(fd, slot), bgid, multishot, op_user_data(op))
     use_slot(sqe, slot)
     return 0
 
 
 cdef int prep_recvmsg(ar_ring *ring, Operation op, int fd, int slot, msghdr *msg) except -1:
-    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     ar_prep_recvmsg(sqe, target(fd, slot), msg, 0, op_user_data(op))
     use_slot(sqe, slot)
     return 0
 
 
 cdef int prep_accept(ar_ring *ring, Operation op, int fd, int slot, bint multishot) except -1:
-    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     ar_prep_accept(sqe, target(fd, slot), SOCK_CLOEXEC, multishot, op_user_data(op))
     use_slot(sqe, slot)
     return 0
@@ -235,7 +234,7 @@ cdef Py_ssize_t chunks_to_iov(iovec *iov, list chunks, Py_ssize_t offset):
 cdef int prep_send(ar_ring *ring, SendOp op, int fd, int slot, list chunks,
                    Py_ssize_t offset) except -1:
     # chunks: bytes objects, the first `offset` bytes of chunks[0] already sent
-    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     cdef Py_ssize_t n = chunks_to_iov(op.iov, chunks, offset)
     if n == 1:
         op.keep = chunks[0]
@@ -256,7 +255,7 @@ cdef int prep_send(ar_ring *ring, SendOp op, int fd, int slot, list chunks,
 cdef int prep_write_chunks(ar_ring *ring, WriteOp op, int fd, int slot, list chunks,
                            Py_ssize_t offset) except -1:
     # prep_send's counterpart for a pipe or character device: write/writev
-    cdef io_uring_sqe *sqe = socket_sqe(ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     cdef Py_ssize_t n = chunks_to_iov(op.iov, chunks, offset)
     op.keep = chunks[:n]
     if n == 1:
@@ -273,8 +272,6 @@ cdef int prep_cancel(ar_ring *ring, Operation target) except -1:
     # Ask the kernel to cancel `target`; the cancel's own CQE carries
     # user_data 0, which the loop ignores.  `target` stays alive until its
     # own final completion arrives.
-    cdef io_uring_sqe *sqe = ar_get_sqe(ring)
-    if sqe == NULL:
-        raise RuntimeError('io_uring submission queue is full and could not be flushed')
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
     ar_prep_cancel(sqe, op_user_data(target), 0)
     return 0

@@ -169,7 +169,7 @@ async def _loop_sock_recv_into(self, sock, buf):
 
 
 cdef _submit_sock_send(SockSendOp op, BaseLoop loop):
-    cdef io_uring_sqe *sqe = socket_sqe(&loop.ring)
+    cdef io_uring_sqe *sqe = acquire_sqe(&loop.ring)
     ar_prep_send(sqe, op.sock.fileno(), PyBytes_AS_STRING(op.data) + op.sent,
                  <unsigned>min(PyBytes_GET_SIZE(op.data) - op.sent, 1 << 30),
                  MSG_NOSIGNAL, op_user_data(op))
