@@ -14,6 +14,7 @@ the hot paths are written here in Cython.
 """
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.bytes cimport PyBytes_CheckExact
 from libc.stdint cimport uint64_t, int64_t, uintptr_t
 from libc.errno cimport errno, EINTR, EBUSY, EAGAIN, ENOSYS, EPERM
 cdef extern from "errno.h":
@@ -46,6 +47,10 @@ from asyncio import selector_events as _selector_events
 from asyncio import sslproto as _sslproto
 from asyncio import unix_events as _unix_events
 from asyncio.log import logger as _logger
+try:
+    import ssl
+except ImportError:     # a Python built without OpenSSL
+    ssl = None
 
 cdef extern from "sys/eventfd.h" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -96,6 +101,7 @@ include "ringfile.pxi"
 include "datagram.pxi"
 include "pipes.pxi"
 include "subprocess.pxi"
+include "tls.pxi"
 
 
 cdef class BaseLoop:
@@ -1127,7 +1133,7 @@ _FROM_BASE_EVENT_LOOP = (
     'create_server', '_create_server_getaddrinfo', 'connect_accepted_socket',
     'create_datagram_endpoint', 'connect_read_pipe', 'connect_write_pipe',
     'subprocess_exec', 'subprocess_shell', '_log_subprocess',
-    'start_tls', 'sendfile', '_sendfile_fallback',
+    'sendfile', '_sendfile_fallback',
 )
 # The stock sock_* methods, on top of our _add_reader/_add_writer (ring
 # polls): the same checks, exceptions and cancellation behaviour.
@@ -1199,14 +1205,48 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
                             extra=None, server=None,
                             ssl_handshake_timeout=_constants.SSL_HANDSHAKE_TIMEOUT,
                             ssl_shutdown_timeout=_constants.SSL_SHUTDOWN_TIMEOUT):
-        # asyncio's TLS (SSLProtocol) over our stream transport
+        # asyncio's TLS (tls.pxi) over our stream transport
         if _CHECK_NEW_TRANSPORT_FD:
             self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = _sslproto.SSLProtocol(
+        ssl_protocol = SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         _SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(self, transport, protocol, sslcontext, *,
+                        server_side=False, server_hostname=None,
+                        ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        """Upgrade transport to TLS; return the transport protocol now uses."""
+        # asyncio's steps and checks, with our TLS protocol (tls.pxi)
+        if ssl is None:
+            raise RuntimeError('Python ssl module is not available')
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(
+                f'sslcontext is expected to be an instance of ssl.SSLContext, '
+                f'got {sslcontext!r}')
+        if not getattr(transport, '_start_tls_compatible', False):
+            raise TypeError(
+                f'transport {transport!r} is not supported by start_tls()')
+        waiter = self.create_future()
+        ssl_protocol = SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            call_connection_made=False)
+        # no byte may reach the TLS protocol before its connection_made()
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
+        resume_cb = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            conmade_cb.cancel()
+            resume_cb.cancel()
+            raise
         return ssl_protocol._app_transport
 
     def _make_datagram_transport(self, sock, protocol, address=None,

@@ -935,3 +935,136 @@ async def test_tls_echo_64_mib_both_directions():
         if writer is not None and not writer.transport.is_closing():
             writer.transport.abort()
         server.close()
+
+
+# -- the per-record path (aioring compiles it: tls.pxi) -----------------------------------
+
+
+async def test_burst_of_small_records_all_delivered():
+    # a peer writes 300 small records at once and then waits: they reach
+    # the loop in a few reads, several records per read, and every one
+    # must be delivered without more bytes arriving to prompt it
+    n, size = 300, 37
+    got = {}
+
+    def peer(tp, s):
+        for i in range(n):
+            s.sendall(bytes([i % 256]) * size)
+        buf = bytearray()
+        while len(buf) < n * size:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        got["echo"] = bytes(buf)
+        tp.release.wait(10)
+
+    tp = ThreadPeer(peer)
+    try:
+        t, p = await asyncio.get_running_loop().create_connection(
+            functools.partial(Recorder, on_data=echo), *tp.addr,
+            ssl=tls.client_context(), server_hostname=HOST)
+        await p.wait_data(n * size, 20)
+        await until(lambda: "echo" in got, 20)
+        expected = b"".join(bytes([i % 256]) * size for i in range(n))
+        assert bytes(p.data) == expected
+        assert got["echo"] == expected
+        tp.release.set()        # the peer closes its end
+        t.close()
+        await wait(p.lost)
+    finally:
+        tp.close()
+
+
+class CountingSSLObject(ssl.SSLObject):
+    """An SSLObject class of the user's: its methods are the ones used."""
+    calls = {"read": 0, "write": 0}
+
+    def read(self, *args):
+        CountingSSLObject.calls["read"] += 1
+        return super().read(*args)
+
+    def write(self, data):
+        CountingSSLObject.calls["write"] += 1
+        return super().write(data)
+
+
+async def _custom_sslobject_class(sdir):
+    CountingSSLObject.calls.update(read=0, write=0)
+    cctx = tls.client_context()
+    cctx.sslobject_class = CountingSSLObject
+    pair = await open_pair("tcp4", sdir, Factory(on_data=echo),
+                           **tls_kw(client_ctx=cctx))
+    try:
+        pair.ct.write(b"x" * 5000)
+        await pair.cp.wait_data(5000)
+        rec = {"data": bytes(pair.cp.data) == b"x" * 5000,
+               "type": type(pair.ct.get_extra_info("ssl_object")).__name__,
+               "read_used": CountingSSLObject.calls["read"] > 0,
+               "write_used": CountingSSLObject.calls["write"] > 0}
+        pair.ct.close()
+        await wait(pair.cp.lost)
+        rec["events"] = pair.cp.events
+    finally:
+        await pair.aclose()
+    return rec
+
+
+async def test_custom_sslobject_class_same_as_stock(sdir):
+    rec = await same_as_stock(_custom_sslobject_class, sdir)
+    assert rec["type"] == "CountingSSLObject"
+    assert rec["data"] and rec["read_used"] and rec["write_used"]
+
+
+async def _write_flow_control(sdir, high, low):
+    # the application writes past its (odd) limits while the peer does not
+    # read; then the peer reads everything
+    sub = tempfile.mkdtemp(dir=sdir)
+    pair = await open_pair("tcp4", sub, **tls_kw())
+    rec = {}
+    try:
+        pair.st.pause_reading()
+        pair.ct.set_write_buffer_limits(high=high, low=low)
+        rec["limits"] = pair.ct.get_write_buffer_limits()
+        total = 0
+        for _ in range(400):
+            pair.ct.write(b"y" * 65536)
+            total += 65536
+            if "pause_writing" in pair.cp.events:
+                break
+            await asyncio.sleep(0)
+        rec["paused"] = "pause_writing" in pair.cp.events
+        rec["size_positive"] = pair.ct.get_write_buffer_size() > 0
+        pair.st.resume_reading()
+        await pair.sp.wait_data(total, 30)
+        await until(lambda: "resume_writing" in pair.cp.events, 10)
+        rec["events"] = list(pair.cp.events)
+        rec["size_after"] = pair.ct.get_write_buffer_size()
+        rec["received"] = bytes(pair.sp.data) == b"y" * total
+    finally:
+        await pair.aclose()
+    return rec
+
+
+@pytest.mark.parametrize("high,low", [(100_000, 10_000), (70000.5, 1000.25)],
+                         ids=["ints", "floats"])
+async def test_write_flow_control_same_as_stock(sdir, high, low):
+    rec = await same_as_stock(_write_flow_control, sdir, high, low, timeout=60)
+    assert rec["paused"] and rec["received"]
+    assert rec["events"] == ["made", "pause_writing", "resume_writing"]
+    assert rec["size_after"] == 0
+
+
+async def test_tls_protocol_is_aiorings_compiled_one(sdir):
+    # what the tests above exercise on aioring is its own per-record path
+    pair = await open_pair("tcp4", sdir, **tls_kw())
+    try:
+        protocol = pair.ct._ssl_protocol
+        if type(asyncio.get_running_loop()).__module__.startswith("aioring"):
+            assert type(protocol).__module__ == "aioring.loop"
+            assert type(protocol).__name__ == "SSLProtocol"
+            assert type(pair.ct).__name__ == "_SSLProtocolTransport"
+            assert isinstance(protocol, asyncio.sslproto.SSLProtocol)
+        assert isinstance(pair.ct, asyncio.sslproto._SSLProtocolTransport)
+    finally:
+        await pair.aclose()
