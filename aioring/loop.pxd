@@ -116,7 +116,8 @@ cdef class SocketStream:
         Py_ssize_t woff         # bytes of wbuf[0] already sent
         Py_ssize_t wsize        # bytes in wbuf not yet sent
         SendOp send_op          # reused; in flight or idle
-        bint send_queued        # waiting in the loop's send_queue
+        bint send_queued        # waiting in the loop's send queue
+        PyObject *send_next     # the next stream in that queue
         object empty_waiter     # sendfile's wait for an empty buffer
 
     cdef _arm_recv(self)
@@ -126,6 +127,7 @@ cdef class SocketStream:
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1
     cdef _keep(self, object chunk)
     cdef _on_eof(self)
+    cdef int _write(self, object data) except -1
     cdef _queue_send(self)
     cdef _send_now(self)
     cdef _submit_send(self)
@@ -320,7 +322,11 @@ cdef class BaseLoop:
         list poll_queue         # PollOps to submit with the next enter
         object epoll_probe      # an epoll set, asked what epoll would refuse
         PyObject *user_ops      # the program's operations in flight (a linked list)
-        list send_queue         # SocketStreams with data to send at the next enter
+        # SocketStreams with data to send at the next enter, in the order
+        # their writes came (a linked list through send_next, which holds a
+        # reference to each: no allocation per write or per iteration)
+        PyObject *send_head
+        PyObject *send_tail
         RecvBuffers recv_buffers
         bint recv_multishot     # the kernel takes multishot recvs (6.0+)
         bint accept_multishot   # the kernel takes multishot accepts (5.19+)
@@ -344,6 +350,7 @@ cdef class BaseLoop:
     cdef _run_once(self)
     cdef _poll(self, int64_t timeout_ns)
     cdef _process_completions(self)
+    cdef int _drain_completions(self) except -1
     cdef _track(self, Operation op)
     cdef _track_user(self, Operation op)
     cdef _unlist(self, Operation op)
@@ -354,7 +361,9 @@ cdef class BaseLoop:
     cdef _flush_poll_queue(self)
     cdef bint _same_file(self, PollOp op)
     cdef _submit_recv(self, SocketStream stream)
+    cdef _queue_stream_send(self, SocketStream stream)
     cdef _flush_send_queue(self)
+    cdef _drop_send_queue(self)
     cdef _send_written(self)
     cdef _finish_releases(self)
     cdef _cancel_op(self, Operation op)

@@ -130,7 +130,7 @@ cdef class BaseLoop:
         self.poll_queue = []
         self.epoll_probe = select.epoll()
         self.user_ops = NULL
-        self.send_queue = []
+        self.send_head = self.send_tail = NULL
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.recv_multishot = True
         self.accept_multishot = True
@@ -468,7 +468,7 @@ cdef class BaseLoop:
     cdef _poll(self, int64_t timeout_ns):
         cdef int ret
         self.iteration += 1
-        if self.send_queue:
+        if self.send_head != NULL:
             self._flush_send_queue()
         if self.poll_queue:
             self._flush_poll_queue()
@@ -501,6 +501,23 @@ cdef class BaseLoop:
             PyErr_CheckSignals()
 
     cdef _process_completions(self):
+        # An exception from one completion goes to the exception handler
+        # and the rest are processed all the same.  (The try is set up once
+        # per exception, not once per completion.)
+        while True:
+            try:
+                self._drain_completions()
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler({
+                    'message': 'Unhandled exception in an io_uring completion',
+                    'exception': exc,
+                })
+
+    cdef int _drain_completions(self) except -1:
+        # every completion in the CQ, each handed to its operation
         cdef ar_ring *ring = &self.ring
         cdef unsigned head, tail
         cdef io_uring_cqe *cqe
@@ -518,7 +535,7 @@ cdef class BaseLoop:
                     ar_ring_get_events(ring)
                     if ar_cq_head(ring) != ar_cq_tail(ring):
                         continue
-                return
+                return 0
             while head != tail:
                 cqe = ar_cq_at(ring, head)
                 user_data = cqe.user_data
@@ -538,15 +555,7 @@ cdef class BaseLoop:
                     if op.listed:
                         self._unlist(op)
                     Py_DECREF(op)
-                try:
-                    op.complete(res, flags)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self.call_exception_handler({
-                        'message': 'Unhandled exception in an io_uring completion',
-                        'exception': exc,
-                    })
+                op.complete(res, flags)
 
     # -- the loop's own descriptors -----------------------------------------------
 
@@ -767,26 +776,57 @@ cdef class BaseLoop:
             stream.recv_op = op
         self._track_user(stream.recv_op)
 
+    cdef _queue_stream_send(self, SocketStream stream):
+        # at the tail: streams send in the order they wrote
+        Py_INCREF(stream)
+        stream.send_queued = True
+        stream.send_next = NULL
+        if self.send_tail == NULL:
+            self.send_head = <PyObject *>stream
+        else:
+            (<SocketStream>self.send_tail).send_next = <PyObject *>stream
+        self.send_tail = <PyObject *>stream
+
     cdef _flush_send_queue(self):
-        # each stream's queued writes, one send per stream
-        cdef list queue = self.send_queue
-        cdef Py_ssize_t i
-        self.send_queue = []
-        for i in range(len(queue)):
+        # each queued stream's writes, one send per stream
+        cdef SocketStream stream
+        while self.send_head != NULL:
+            stream = <SocketStream>self.send_head
+            self.send_head = stream.send_next
+            if self.send_head == NULL:
+                self.send_tail = NULL
+            stream.send_next = NULL
+            Py_DECREF(stream)       # the queue's reference (`stream` holds one)
             try:
-                (<SocketStream>queue[i])._submit_send()
+                stream._submit_send()
             except BaseException:
-                # (a ring that refuses submissions) the rest waits for the next try
-                for stream in queue[i:]:
-                    (<SocketStream>stream).send_queued = True
-                self.send_queue.extend(queue[i:])
+                # (a ring that refuses submissions) it and the rest wait
+                # for the next try, in their order
+                if not stream.send_queued:
+                    Py_INCREF(stream)
+                    stream.send_queued = True
+                    stream.send_next = self.send_head
+                    self.send_head = <PyObject *>stream
+                    if self.send_tail == NULL:
+                        self.send_tail = <PyObject *>stream
                 raise
+
+    cdef _drop_send_queue(self):
+        # the loop closes: nothing more is sent
+        cdef SocketStream stream
+        while self.send_head != NULL:
+            stream = <SocketStream>self.send_head
+            self.send_head = stream.send_next
+            stream.send_next = NULL
+            stream.send_queued = False
+            Py_DECREF(stream)
+        self.send_tail = NULL
 
     cdef _send_written(self):
         # Hand this iteration's writes to the kernel without waiting: when
         # the loop stops (or closes) after a write(), the peer still gets
         # it, as with asyncio's direct send().
-        if self.send_queue and self.ring_live and self.ring.enabled:
+        if self.send_head != NULL and self.ring_live and self.ring.enabled:
             self._flush_send_queue()
             ar_ring_submit_and_wait(&self.ring, 0, -1)
 
@@ -1068,7 +1108,7 @@ cdef class BaseLoop:
         else:
             self.recv_buffers.free(&self.ring)
         self._orphan_operations()
-        self.send_queue = []
+        self._drop_send_queue()
         self.readers.clear()
         self.writers.clear()
         self.poll_queue = []

@@ -272,7 +272,7 @@ cdef class SocketStream:
 
     # -- sending -----------------------------------------------------------
 
-    def write(self, data):
+    cdef int _write(self, object data) except -1:
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f'data argument must be a bytes-like object, '
@@ -282,12 +282,12 @@ cdef class SocketStream:
         if self.empty_waiter is not None:
             raise RuntimeError('unable to write; sendfile is in progress')
         if not data:
-            return
+            return 0
         if self.conn_lost:
             if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 _logger.warning('socket.send() raised exception.')
             self.conn_lost += 1
-            return
+            return 0
         if type(data) is not bytes:
             data = bytes(data)      # the caller may change its buffer later
         self.wbuf.append(data)
@@ -296,6 +296,7 @@ cdef class SocketStream:
             self._send_now()
         self._queue_send()
         self._maybe_pause_protocol()
+        return 0
 
     cdef _send_now(self):
         # Past the high-water mark: give the socket what it takes at once,
@@ -327,13 +328,12 @@ cdef class SocketStream:
             return
         if self.wbuf and not self.send_queued and (
                 self.send_op is None or not self.send_op.in_flight):
-            self.send_queued = True
-            self.loop.send_queue.append(self)
+            self.loop._queue_stream_send(self)
 
     def writelines(self, list_of_data):
         if not _WRITELINES_OWN:
             # 3.11: asyncio.WriteTransport's
-            self.write(b''.join(list_of_data))
+            self._write(b''.join(list_of_data))
             return
         # 3.12+: the selector transport's own, which takes the chunks as
         # they are (memoryview() decides what is accepted)
@@ -691,7 +691,7 @@ class _SocketTransport(_transports._FlowControlMixin):
     # writing
 
     def write(self, data):
-        (<SocketStream>self._stream).write(data)
+        (<SocketStream>self._stream)._write(data)
 
     def writelines(self, list_of_data):
         (<SocketStream>self._stream).writelines(list_of_data)
