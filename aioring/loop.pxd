@@ -66,6 +66,20 @@ cdef class InternalRead(Operation):
         char buf[512]
 
 
+cdef enum:
+    SPARE_COUNT = 16
+
+
+cdef class SpareBytes:
+    # bytes objects kept for received data (sparebytes.pxi)
+    cdef:
+        PyObject *items[SPARE_COUNT]
+        int count
+    cdef bytes make(self, const char *buf, Py_ssize_t n)
+    cdef void offer(self, PyObject *o)
+    cdef void offer_list(self, list chunks)
+
+
 cdef class RecvBuffers:
     # The loop's provided-buffer ring for stream receives (recvbuffers.pxi).
     cdef:
@@ -328,6 +342,7 @@ cdef class BaseLoop:
         PyObject *send_head
         PyObject *send_tail
         RecvBuffers recv_buffers
+        SpareBytes spare_bytes
         bint recv_multishot     # the kernel takes multishot recvs (6.0+)
         bint accept_multishot   # the kernel takes multishot accepts (5.19+)
         dict listeners          # listening fd -> Listener

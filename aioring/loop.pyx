@@ -94,6 +94,7 @@ include "handles.pxi"
 include "ops.pxi"
 include "filetable.pxi"
 include "recvbuffers.pxi"
+include "sparebytes.pxi"
 include "stream.pxi"
 include "listener.pxi"
 include "sock.pxi"
@@ -132,6 +133,7 @@ cdef class BaseLoop:
         self.user_ops = NULL
         self.send_head = self.send_tail = NULL
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
+        self.spare_bytes = SpareBytes.__new__(SpareBytes)
         self.recv_multishot = True
         self.accept_multishot = True
         self.sock_stash = weakref.WeakKeyDictionary()

@@ -179,15 +179,18 @@ cdef class SocketStream:
         stop (the transport failed)."""
         if self.buffered:
             return self._deliver_buffered(buf, n)
+        cdef SpareBytes spare = self.ring_loop.spare_bytes
+        data = spare.make(buf, n)
         try:
             if self.data_received is None:
                 self.protocol.data_received     # raises as asyncio's call would
-            self.data_received(PyBytes_FromStringAndSize(buf, n))
+            self.data_received(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
             return False
+        spare.offer(<PyObject *>data)   # not kept by the protocol: reused
         return True
 
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1:
@@ -386,6 +389,7 @@ cdef class SocketStream:
         # drop what went out
         self.wsize -= res
         if self.wsize == 0:
+            self.ring_loop.spare_bytes.offer_list(wbuf)
             wbuf.clear()            # all of it (the common case)
             self.woff = 0
         else:

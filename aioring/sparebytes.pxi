@@ -1,0 +1,85 @@
+# Spare bytes objects, reused to carry received data.
+#
+# Every chunk a stream receives becomes a bytes object, and one of more
+# than 512 bytes is a malloc() of its own, later a free(): on a 1 KiB echo
+# about 450 instructions per request, more than any part of the loop.
+# Most of those objects die young, in places the loop knows: data_received()
+# returns without keeping the chunk, or a chunk that was written has been
+# sent and the transport drops it.  There, when the loop holds the only
+# reference, the object is kept here instead of going back to malloc, and
+# the next chunk received that it fits is written into it.
+#
+# Only exact bytes objects that nothing else references (reference count 1,
+# the loop's own), of SPARE_MIN_SIZE to SPARE_MAX_SIZE bytes; a spare is
+# used for a chunk of at least half its size (no large block kept alive
+# behind small data); at most SPARE_COUNT are kept.  What the protocol gets
+# is indistinguishable from a new object: its length, contents and
+# (uncomputed) hash are set as PyBytes_FromStringAndSize sets them.
+
+cdef extern from "Python.h":
+    ctypedef struct PyBytesObject:
+        Py_hash_t ob_shash
+        char ob_sval[1]
+    PyObject *_Py_TYPE "(PyObject *)Py_TYPE"(PyObject *o)
+    Py_ssize_t _Py_REFCNT "Py_REFCNT"(PyObject *o)
+    Py_ssize_t _Py_SIZE "Py_SIZE"(PyObject *o)
+    void _Py_SET_SIZE "Py_SET_SIZE"(PyObject *o, Py_ssize_t size)
+    PyObject *PyList_GET_ITEM(object list, Py_ssize_t i)
+
+cdef PyObject *BYTES_TYPE = <PyObject *>bytes
+cdef Py_ssize_t SPARE_MIN_SIZE = 513    # smaller: CPython's own allocator is cheap
+cdef Py_ssize_t SPARE_MAX_SIZE = 256 * 1024
+
+
+cdef class SpareBytes:
+    # (attributes in loop.pxd)
+
+    def __dealloc__(self):
+        while self.count:
+            self.count -= 1
+            Py_DECREF(<object>self.items[self.count])
+
+    cdef bytes make(self, const char *buf, Py_ssize_t n):
+        """A bytes object holding buf[:n]."""
+        cdef int i, best = -1
+        cdef Py_ssize_t size, best_size = SPARE_MAX_SIZE + 1
+        cdef PyObject *o
+        cdef bytes result
+        if n >= SPARE_MIN_SIZE:
+            for i in range(self.count):
+                size = _Py_SIZE(self.items[i])
+                if n <= size < best_size and size <= 2 * n:
+                    best = i
+                    best_size = size
+            if best >= 0:
+                o = self.items[best]
+                self.count -= 1
+                self.items[best] = self.items[self.count]
+                _Py_SET_SIZE(o, n)
+                (<PyBytesObject *>o).ob_shash = -1
+                memcpy((<PyBytesObject *>o).ob_sval, buf, n)
+                (<PyBytesObject *>o).ob_sval[n] = 0
+                result = <bytes>o
+                Py_DECREF(result)   # the pool's reference, now `result`'s
+                return result
+        return PyBytes_FromStringAndSize(buf, n)
+
+    cdef inline void offer(self, PyObject *o):
+        # o: a reference someone is about to drop; kept when it is the last
+        cdef Py_ssize_t size
+        if self.count == SPARE_COUNT or _Py_TYPE(o) != BYTES_TYPE:
+            return
+        if _Py_REFCNT(o) != 1:
+            return
+        size = _Py_SIZE(o)
+        if size < SPARE_MIN_SIZE or size > SPARE_MAX_SIZE:
+            return
+        Py_INCREF(<object>o)    # (the cast's own reference is released again)
+        self.items[self.count] = o
+        self.count += 1
+
+    cdef void offer_list(self, list chunks):
+        # chunks: a list about to be cleared (its references the only ones)
+        cdef Py_ssize_t i
+        for i in range(len(chunks)):
+            self.offer(PyList_GET_ITEM(chunks, i))
