@@ -76,8 +76,8 @@ cdef class SpareBytes:
         PyObject *items[SPARE_COUNT]
         int count
     cdef bytes make(self, const char *buf, Py_ssize_t n)
-    cdef void offer(self, PyObject *o)
-    cdef void offer_list(self, list chunks)
+    cdef void offer(self, PyObject *o) noexcept
+    cdef void offer_list(self, list chunks) noexcept
 
 
 cdef class RecvBuffers:
@@ -90,7 +90,7 @@ cdef class RecvBuffers:
         unsigned long long grown_at     # loop iteration of the last growth
     cdef int setup(self, ar_ring *ring)
     cdef char *addr(self, uint16_t bid)
-    cdef void recycle(self, uint16_t bid)
+    cdef void recycle(self, uint16_t bid) noexcept
     cdef exhausted(self, unsigned long long iteration)
     cdef free(self, ar_ring *ring)
     cdef forget(self)

@@ -23,7 +23,7 @@ cdef class Operation:
         pass
 
 
-cdef inline uint64_t op_user_data(Operation op):
+cdef inline uint64_t op_user_data(Operation op) noexcept:
     return <uint64_t><uintptr_t><PyObject *>op
 
 
@@ -171,11 +171,11 @@ cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1
 # Socket requests name the socket's fixed-file slot when it has one
 # (slot >= 0), else its fd.
 
-cdef inline int target(int fd, int slot):
+cdef inline int target(int fd, int slot) noexcept:
     return slot if slot >= 0 else fd
 
 
-cdef inline void use_slot(io_uring_sqe *sqe, int slot):
+cdef inline void use_slot(io_uring_sqe *sqe, int slot) noexcept:
     if slot >= 0:
         sqe.flags |= IOSQE_FIXED_FILE
 
@@ -235,14 +235,17 @@ cdef int prep_send(ar_ring *ring, SendOp op, int fd, int slot, list chunks,
                    Py_ssize_t offset) except -1:
     # chunks: bytes objects, the first `offset` bytes of chunks[0] already sent
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
-    cdef Py_ssize_t n = chunks_to_iov(op.iov, chunks, offset)
-    if n == 1:
-        op.keep = chunks[0]
+    cdef Py_ssize_t n
+    cdef bytes chunk
+    if len(chunks) == 1:
+        chunk = <bytes>chunks[0]
+        op.keep = chunk
         # (one send moves at most 1 GiB: the length field is 32 bits)
-        ar_prep_send(sqe, target(fd, slot), op.iov[0].iov_base,
-                     <unsigned>min(op.iov[0].iov_len, 1 << 30),
+        ar_prep_send(sqe, target(fd, slot), PyBytes_AS_STRING(chunk) + offset,
+                     <unsigned>min(PyBytes_GET_SIZE(chunk) - offset, 1 << 30),
                      MSG_NOSIGNAL, op_user_data(op))
     else:
+        n = chunks_to_iov(op.iov, chunks, offset)
         op.keep = chunks[:n]
         memset(&op.msg, 0, sizeof(op.msg))
         op.msg.msg_iov = op.iov

@@ -40,7 +40,7 @@ cdef class RecvBuffers:
     cdef char *addr(self, uint16_t bid):
         return <char *>ar_bufring_addr(&self.br, bid)
 
-    cdef void recycle(self, uint16_t bid):
+    cdef void recycle(self, uint16_t bid) noexcept:
         ar_bufring_recycle(&self.br, bid)
         ar_bufring_publish(&self.br)
 

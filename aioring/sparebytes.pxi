@@ -41,30 +41,34 @@ cdef class SpareBytes:
 
     cdef bytes make(self, const char *buf, Py_ssize_t n):
         """A bytes object holding buf[:n]."""
-        cdef int i, best = -1
-        cdef Py_ssize_t size, best_size = SPARE_MAX_SIZE + 1
+        cdef int i
+        cdef Py_ssize_t size
         cdef PyObject *o
         cdef bytes result
         if n >= SPARE_MIN_SIZE:
-            for i in range(self.count):
+            # the most recently kept that fits (a connection's chunks tend
+            # to be of one size: the first looked at usually is)
+            i = self.count
+            while i > 0:
+                i -= 1
                 size = _Py_SIZE(self.items[i])
-                if n <= size < best_size and size <= 2 * n:
-                    best = i
-                    best_size = size
-            if best >= 0:
-                o = self.items[best]
-                self.count -= 1
-                self.items[best] = self.items[self.count]
-                _Py_SET_SIZE(o, n)
-                (<PyBytesObject *>o).ob_shash = -1
-                memcpy((<PyBytesObject *>o).ob_sval, buf, n)
-                (<PyBytesObject *>o).ob_sval[n] = 0
-                result = <bytes>o
-                Py_DECREF(result)   # the pool's reference, now `result`'s
-                return result
+                if n <= size <= 2 * n:
+                    break
+            else:
+                return PyBytes_FromStringAndSize(buf, n)
+            o = self.items[i]
+            self.count -= 1
+            self.items[i] = self.items[self.count]
+            _Py_SET_SIZE(o, n)
+            (<PyBytesObject *>o).ob_shash = -1
+            memcpy((<PyBytesObject *>o).ob_sval, buf, n)
+            (<PyBytesObject *>o).ob_sval[n] = 0
+            result = <bytes>o
+            Py_DECREF(result)   # the pool's reference, now `result`'s
+            return result
         return PyBytes_FromStringAndSize(buf, n)
 
-    cdef inline void offer(self, PyObject *o):
+    cdef void offer(self, PyObject *o) noexcept:
         # o: a reference someone is about to drop; kept when it is the last
         cdef Py_ssize_t size
         if self.count == SPARE_COUNT or _Py_TYPE(o) != BYTES_TYPE:
@@ -78,8 +82,11 @@ cdef class SpareBytes:
         self.items[self.count] = o
         self.count += 1
 
-    cdef void offer_list(self, list chunks):
+    cdef void offer_list(self, list chunks) noexcept:
         # chunks: a list about to be cleared (its references the only ones)
-        cdef Py_ssize_t i
-        for i in range(len(chunks)):
+        cdef Py_ssize_t i, n = len(chunks)
+        if n == 1:
+            self.offer(PyList_GET_ITEM(chunks, 0))
+            return
+        for i in range(n):
             self.offer(PyList_GET_ITEM(chunks, i))

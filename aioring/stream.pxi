@@ -297,8 +297,10 @@ cdef class SocketStream:
         self.wsize += PyBytes_GET_SIZE(data)
         if self.wsize > self.high_water:
             self._send_now()
-        self._queue_send()
-        self._maybe_pause_protocol()
+            self._queue_send()
+            self._maybe_pause_protocol()
+        else:
+            self._queue_send()
         return 0
 
     cdef _send_now(self):
@@ -394,7 +396,8 @@ cdef class SocketStream:
             self.woff = 0
         else:
             self.woff = _drop_written(wbuf, self.woff, res)
-        self._maybe_resume_protocol()       # may write more
+        if self.protocol_paused:
+            self._maybe_resume_protocol()   # may write more
         if wbuf:
             self._queue_send()              # goes out with the next enter
             return
