@@ -185,6 +185,8 @@ cdef class RingFile:
         bint counted_release    # counted in the loop's pending_releases
 
     cdef cancel(self)
+    cdef bint busy(self)
+    cdef cancel_all(self)
     cdef release(self, file)
     cdef release_unclosed(self)
 
@@ -199,9 +201,44 @@ cdef class RingReader(RingFile):
 
     @staticmethod
     cdef RingReader new(BaseLoop loop, object file, Py_ssize_t size, bint datagrams)
+    cdef int setup(self, BaseLoop loop, object file, Py_ssize_t size, bint datagrams) except -1
     cdef arm(self, transport)
     cdef _done(self, transport, int res)
     cdef keep(self, object item)
+
+
+cdef class SendToOp(Operation):
+    # The send of a datagram transport in flight (datagram.pxi): one
+    # sendmsg of the datagram at the head of the transport's queue.  `keep`
+    # holds that (bytes, address) item, and the record the msghdr, iovec and
+    # destination address the kernel reads, until the final completion.
+    cdef:
+        object transport        # the transport, while in flight
+        object keep
+        msghdr msg
+        iovec iov
+        sockaddr_storage name
+
+
+cdef class DatagramSocket(RingReader):
+    # The socket of a datagram transport (datagram.pxi): RingReader's
+    # recvmsg, and the sends of the datagrams the socket did not take at
+    # once, one SENDMSG at a time.  One file, one slot, two requests: its
+    # close waits for both.
+    cdef:
+        SendToOp send_op        # reused: at most one in flight
+        bint send_delivering    # a send's completion waits in the ready queue
+        bint connected          # send() without an address, as asyncio does
+        int family
+        bint dontwait           # sends do not wait in the kernel: a poll for room, then again
+        bint polling            # send_op is that poll, not a send
+
+    @staticmethod
+    cdef DatagramSocket create(BaseLoop loop, object sock, Py_ssize_t size)
+    cdef cancel_send(self)
+    cdef submit(self, transport)
+    cdef _wait_for_room(self, transport)
+    cdef _sent(self, transport, int res, object item)
 
 
 cdef class WriteOp(Operation):

@@ -10,6 +10,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 cdef extern from "sys/socket.h":
     enum: MSG_NOSIGNAL
+    enum: MSG_DONTWAIT
     enum: SOCK_CLOEXEC
 
 
@@ -114,6 +115,15 @@ cdef class ReadOp(Operation):
         (<RingReader>transport._reader)._done(transport, res)
 
 
+cdef class SendToOp(Operation):
+    cdef complete(self, int res, unsigned flags):
+        transport = self.transport
+        item = self.keep
+        self.transport = None
+        self.keep = None            # the kernel is done with the bytes
+        (<DatagramSocket>transport._writer)._sent(transport, res, item)
+
+
 cdef class WriteOp(Operation):
     cdef complete(self, int res, unsigned flags):
         transport = self.transport
@@ -162,9 +172,10 @@ cdef inline io_uring_sqe *acquire_sqe(ar_ring *ring) except NULL:
     return sqe
 
 
-cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask) except -1:
+cdef int prep_poll(ar_ring *ring, Operation op, int fd, unsigned mask, int slot=-1) except -1:
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
-    ar_prep_poll_add(sqe, fd, mask, 0, op_user_data(op))
+    ar_prep_poll_add(sqe, target(fd, slot), mask, 0, op_user_data(op))
+    use_slot(sqe, slot)
     return 0
 
 
@@ -206,6 +217,17 @@ cdef int prep_recv_select(ar_ring *ring, Operation op, int fd, int slot,
 cdef int prep_recvmsg(ar_ring *ring, Operation op, int fd, int slot, msghdr *msg) except -1:
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
     ar_prep_recvmsg(sqe, target(fd, slot), msg, 0, op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
+cdef int prep_sendmsg(ar_ring *ring, Operation op, int fd, int slot, msghdr *msg,
+                      bint dontwait) except -1:
+    # dontwait: fail with EAGAIN rather than wait in the kernel, for a socket
+    # whose sendmsg cannot be retried after EAGAIN (see DatagramSocket)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
+    ar_prep_sendmsg(sqe, target(fd, slot), msg,
+                    MSG_NOSIGNAL | (MSG_DONTWAIT if dontwait else 0), op_user_data(op))
     use_slot(sqe, slot)
     return 0
 

@@ -3,7 +3,10 @@
 #
 # RingFile: a file's fixed-file slot (sockets), its one request in flight at
 # a time, and its close, which waits for the request's final completion:
-# cancel, final completion, slot cleared, file closed, in that order.
+# cancel, final completion, slot cleared, file closed, in that order.  A
+# file that the ring both reads and writes (a datagram socket: its
+# DatagramSocket, datagram.pxi, adds the sends) has a request per direction;
+# busy() and cancel_all() then cover both, so that the close waits for both.
 #
 # RingReader: where asyncio registers a reader and reads once the file is
 # readable, one ring request (IORING_OP_RECVMSG for a datagram socket,
@@ -20,6 +23,14 @@ cdef class RingFile:
         if self.op.in_flight:
             self.loop._cancel_op(self.op)
 
+    cdef bint busy(self):
+        # a request the kernel has not finished with (overridden by a file
+        # with more than one)
+        return self.op.in_flight
+
+    cdef cancel_all(self):
+        self.cancel()
+
     cdef release(self, file):
         # file: the transport's socket or pipe (None: handed over before)
         cdef int slot
@@ -27,8 +38,8 @@ cdef class RingFile:
             self.closed_file = file
         if self.closed_file is None:
             return
-        if self.op.in_flight:
-            self.cancel()
+        if self.busy():
+            self.cancel_all()
             if not self.counted_release:
                 # the loop finishes it before it stops running
                 self.counted_release = True
@@ -56,17 +67,21 @@ cdef class RingReader(RingFile):
     @staticmethod
     cdef RingReader new(BaseLoop loop, object file, Py_ssize_t size, bint datagrams):
         cdef RingReader reader = RingReader.__new__(RingReader)
+        reader.setup(loop, file, size, datagrams)
+        return reader
+
+    cdef int setup(self, BaseLoop loop, object file, Py_ssize_t size, bint datagrams) except -1:
         cdef ReadOp op = ReadOp.__new__(ReadOp)
         op.size = size
         op.buf = <char *>PyMem_Malloc(size)
         if op.buf == NULL:
             raise MemoryError
-        reader.loop = loop
-        reader.op = op
-        reader.fd = file.fileno()
-        reader.slot = -1
-        reader.datagrams = datagrams
-        return reader
+        self.loop = loop
+        self.op = op
+        self.fd = file.fileno()
+        self.slot = -1
+        self.datagrams = datagrams
+        return 0
 
     cdef arm(self, transport):
         cdef ReadOp op = <ReadOp>self.op

@@ -303,9 +303,12 @@ cdef extern from "netinet/in.h":
         uint32_t sin6_scope_id
     uint16_t ntohs(uint16_t)
     uint32_t ntohl(uint32_t)
+    uint16_t htons(uint16_t)
+    uint32_t htonl(uint32_t)
 
 cdef extern from "arpa/inet.h":
     const char *inet_ntop(int af, const void *src, char *dst, unsigned size)
+    int inet_pton(int af, const char *src, void *dst)
 
 cdef extern from "sys/un.h":
     struct sockaddr_un:
@@ -355,6 +358,79 @@ cdef object _sockaddr_to_py(sockaddr_storage *sa, unsigned namelen):
         return PyBytes_FromStringAndSize(sun.sun_path, pathlen)   # abstract
     return os.fsdecode(PyBytes_FromStringAndSize(
         sun.sun_path, strnlen(sun.sun_path, max(0, min(pathlen, 108)))))
+
+
+cdef int _sockaddr_from_py(int family, object addr, sockaddr_storage *sa) except -2:
+    # The inverse of _sockaddr_to_py: `addr` as socket.sendto() takes it,
+    # written into `sa` as CPython's getsockaddrarg() writes it; returns its
+    # length.  Only the forms that need no name resolution and cannot fail:
+    # a numeric (host, port[, flowinfo[, scope_id]]) tuple, an AF_UNIX path
+    # (str or bytes).  Anything else (a host name, '' or '<broadcast>', a
+    # malformed address, another family) returns -1: the caller leaves it to
+    # socket.sendto(), whose resolution and errors are then the stock ones.
+    cdef sockaddr_in *sin
+    cdef sockaddr_in6 *sin6
+    cdef sockaddr_un *sun
+    cdef bytes text
+    cdef Py_ssize_t n
+    memset(sa, 0, sizeof(sockaddr_storage))
+    if family == _AF_UNIX:
+        if type(addr) is str:
+            try:
+                text = os.fsencode(addr)
+            except UnicodeError:
+                return -1
+        elif type(addr) is bytes:
+            text = <bytes>addr
+        else:
+            return -1
+        n = PyBytes_GET_SIZE(text)
+        sun = <sockaddr_un *>sa
+        sun.sun_family = <unsigned short>family
+        if n == 0 or PyBytes_AS_STRING(text)[0] == 0:
+            # Linux's abstract namespace: no terminating NUL
+            if n > sizeof(sun.sun_path):
+                return -1
+            memcpy(sun.sun_path, PyBytes_AS_STRING(text), n)
+            return <int>(n + 2)         # 2: offsetof(sockaddr_un, sun_path)
+        if n >= sizeof(sun.sun_path):
+            return -1
+        memcpy(sun.sun_path, PyBytes_AS_STRING(text), n)
+        return <int>(n + 3)             # with the terminating NUL
+    if family != _AF_INET and family != _AF_INET6:
+        return -1
+    if type(addr) is not tuple:
+        return -1
+    n = len(<tuple>addr)
+    if n < 2 or n > (2 if family == _AF_INET else 4):
+        return -1
+    host, port = (<tuple>addr)[0], (<tuple>addr)[1]
+    if type(host) is not str or not (<str>host).isascii() or '\0' in <str>host:
+        return -1
+    if type(port) is not int or not 0 <= port <= 0xffff:
+        return -1
+    text = (<str>host).encode('ascii')
+    if family == _AF_INET:
+        sin = <sockaddr_in *>sa
+        if inet_pton(_AF_INET, PyBytes_AS_STRING(text), &sin.sin_addr) != 1:
+            return -1
+        sin.sin_family = <unsigned short>family
+        sin.sin_port = htons(<uint16_t>port)
+        return sizeof(sockaddr_in)
+    flowinfo = (<tuple>addr)[2] if n > 2 else 0
+    scope_id = (<tuple>addr)[3] if n > 3 else 0
+    if type(flowinfo) is not int or not 0 <= flowinfo <= 0xfffff:
+        return -1
+    if type(scope_id) is not int or not 0 <= scope_id <= 0xffffffff:
+        return -1
+    sin6 = <sockaddr_in6 *>sa
+    if inet_pton(_AF_INET6, PyBytes_AS_STRING(text), &sin6.sin6_addr) != 1:
+        return -1
+    sin6.sin6_family = <unsigned short>family
+    sin6.sin6_port = htons(<uint16_t>port)
+    sin6.sin6_flowinfo = htonl(<uint32_t>flowinfo)
+    sin6.sin6_scope_id = <uint32_t>scope_id
+    return sizeof(sockaddr_in6)
 
 
 def _finish_recvfrom(SockRecvFromOp op, fut, sock, bytes data, addr):

@@ -10,17 +10,20 @@ possible, so what is checked is what reaches the wire.
 """
 import asyncio
 import errno
+import gc
 import os
 import re
 import socket
 import struct
 import tempfile
+import warnings
 
 import pytest
 
+from _loop_helpers import is_aioring, iou_worker_tids
 from _stream_helpers import (
-    exc_record, needs_ipv6, on_stock_thread, same_as_stock, strip_ports,
-    until, wait)
+    count_fds, exc_record, needs_ipv6, on_stock_thread, same_as_stock,
+    strip_ports, until, wait)
 
 T = 10          # seconds: the bound on every wait
 
@@ -1128,3 +1131,530 @@ async def test_unix_datagram_beyond_read_size_same_as_stock(sdir):
     if rec == "skip":
         pytest.skip("SO_SNDBUF cannot be raised to 400 KB here")
     assert rec["prefix"] is True and rec["next"] == b"next"
+
+
+# -- queued sends: what the socket refused waits (aioring: one ring sendmsg at a time) --
+#
+# An AF_UNIX datagram socket whose receiver's queue is full makes its sender
+# wait (a UDP socket over loopback never does: the kernel drops instead), so
+# these scenarios use AF_UNIX receivers; UDP gets its queue through a socket
+# wrapper that refuses a send the way a full socket would.
+
+
+def _slots_in_use():
+    loop = asyncio.get_running_loop()
+    return loop._ring_info()["fixed_files_in_use"] if is_aioring(loop) else None
+
+
+def _drain(sock, into):
+    """Everything waiting on a plain non-blocking socket, appended to `into`."""
+    while True:
+        try:
+            into.append(sock.recv(1 << 16))
+        except BlockingIOError:
+            return into
+
+
+def _payloads(n, spread=700):
+    return [struct.pack("!I", i) + bytes([i % 251]) * ((i * 37) % spread) for i in range(n)]
+
+
+async def _unix_flood(sdir, connected):
+    # The receiver (a transport) pauses reading; the sender, with a small
+    # SO_SNDBUF, sends far more than the socket takes; then the receiver
+    # resumes and everything must arrive, in order.
+    sub = tempfile.mkdtemp(dir=sdir)
+    rpath = os.path.join(sub, "r")
+    spath = os.path.join(sub, "s")
+    N = 600
+    rt = st = None
+    rec = {}
+    try:
+        rt, rp = await endpoint(family=socket.AF_UNIX, local_addr=rpath)
+        rt.pause_reading()
+        await asyncio.sleep(0.02)
+        if connected:
+            st, sp = await endpoint(family=socket.AF_UNIX, remote_addr=rpath, local_addr=spath)
+        else:
+            st, sp = await endpoint(family=socket.AF_UNIX, local_addr=spath)
+        st.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sent = _payloads(N)
+        sizes = []
+        for d in sent:
+            if connected:
+                st.sendto(d)
+            else:
+                st.sendto(d, rpath)
+            sizes.append(st.get_write_buffer_size())
+        rec["sizes"] = sizes
+        rec["events_sent"] = list(sp.events)
+        await asyncio.sleep(0.05)
+        rec["events_waiting"] = list(sp.events)
+        rec["size_waiting"] = st.get_write_buffer_size()
+        rt.resume_reading()
+        await until(lambda: len(rp.datagrams) >= N)
+        await until(lambda: "resume_writing" in sp.events)
+        await asyncio.sleep(0.02)
+        rec["received_in_order"] = [d for d, _ in rp.datagrams] == sent
+        rec["received"] = len(rp.datagrams)
+        rec["from_sender"] = {a == spath for _, a in rp.datagrams}
+        rec["events_drained"] = list(sp.events)
+        rec["size_drained"] = st.get_write_buffer_size()
+        rec["receiver_events"] = list(rp.events)
+    finally:
+        await closed(st, rt)
+    return rec
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "unconnected"])
+async def test_unix_flood_queued_in_order_none_lost_same_as_stock(connected, sdir):
+    workers = iou_worker_tids()
+    rec = await wait(_unix_flood(sdir, connected), 20)
+    if is_aioring():
+        assert iou_worker_tids() <= workers        # the sends never went to io-wq
+    stock = await on_stock_thread(_unix_flood, sdir, connected)
+    assert rec == stock
+    sizes = rec["sizes"]
+    assert sizes[0] == 0 and max(sizes) > 65536     # it queued (past the high-water mark)
+    assert rec["events_sent"] == rec["events_waiting"] == ["made", "pause_writing"]
+    assert rec["size_waiting"] == sizes[-1]
+    assert rec["received_in_order"] is True and rec["received"] == 600
+    assert rec["from_sender"] == {True}
+    assert rec["events_drained"] == ["made", "pause_writing", "resume_writing"]
+    assert rec["receiver_events"] == ["made", "dgram"]
+
+
+async def test_unix_abstract_unconnected_queued_sends():
+    # an abstract address (bytes, and str with a leading NUL) as sendto()'s
+    # destination for queued datagrams
+    name = "\0aioring-queued-%d" % os.getpid()
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(name)
+    r.setblocking(False)
+    t = None
+    try:
+        fillers = fill_unix_receiver(name)
+        t, p = await endpoint(family=socket.AF_UNIX, local_addr=name + "-s")
+        ours = [b"as str %d" % i if i % 2 else b"as bytes %d" % i for i in range(6)]
+        for i, d in enumerate(ours):
+            t.sendto(d, name if i % 2 else name.encode())
+        assert t.get_write_buffer_size() > 0
+        got = []
+        while len(got) < len(fillers) + len(ours):
+            got.append(await wait(asyncio.get_running_loop().sock_recv(r, 1000)))
+        assert got == fillers + ours
+        await until(lambda: t.get_write_buffer_size() in (0, 8 * len(ours)))
+        assert p.events == ["made"]
+    finally:
+        r.close()
+        await closed(t)
+
+
+class Flooder(DRec):
+    """Sends its datagrams while it may (between pause_writing() and
+    resume_writing()), recording the buffer size each callback saw."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+        self.next = 0
+        self.paused = False
+        self.at_pause = []
+        self.at_resume = []
+
+    def pause_writing(self):
+        super().pause_writing()
+        self.paused = True
+        self.at_pause.append(self.transport.get_write_buffer_size())
+
+    def resume_writing(self):
+        super().resume_writing()
+        self.paused = False
+        self.at_resume.append(self.transport.get_write_buffer_size())
+        self.pump()
+
+    def pump(self):
+        while not self.paused and self.next < len(self.data):
+            self.next += 1
+            self.transport.sendto(self.data[self.next - 1])
+
+
+async def _flow_control_cycles(sdir):
+    sub = tempfile.mkdtemp(dir=sdir)
+    rpath = os.path.join(sub, "r")
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(rpath)
+    r.setblocking(False)
+    data = _payloads(400, 300)
+    t = None
+    try:
+        t, p = await endpoint(lambda: Flooder(data), family=socket.AF_UNIX, remote_addr=rpath)
+        t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # (3.13.0's stock transport never takes off the 8 bytes it counts
+        # per queued datagram: the low-water mark stays above what 400 leave)
+        t.set_write_buffer_limits(high=20000, low=8000)
+        p.pump()
+        got = []
+        for _ in range(2000):
+            if len(got) >= len(data):
+                break
+            _drain(r, got)
+            await asyncio.sleep(0.002)
+        await until(lambda: not p.paused)
+        transitions = [e for e in p.events if e in ("pause_writing", "resume_writing")]
+        return {
+            "in_order": got == data,
+            "alternate": all(a != b for a, b in zip(transitions, transitions[1:])),
+            "starts_with_pause": transitions[:1] == ["pause_writing"],
+            "ends_resumed": transitions[-1:] == ["resume_writing"],
+            "cycles": len(transitions) >= 4,
+            "paused_above_high": all(s > 20000 for s in p.at_pause),
+            "resumed_at_or_below_low": all(s <= 8000 for s in p.at_resume),
+            "errors": p.errors,
+        }
+    finally:
+        r.close()
+        await closed(t)
+
+
+async def test_pause_and_resume_writing_cycles_same_as_stock(sdir):
+    # how many cycles there are depends on timing; what each one is does not
+    rec = await same_as_stock(_flow_control_cycles, sdir)
+    assert rec == {"in_order": True, "alternate": True, "starts_with_pause": True,
+                   "ends_resumed": True, "cycles": True, "paused_above_high": True,
+                   "resumed_at_or_below_low": True, "errors": []}
+
+
+async def test_close_with_queued_flood_sends_all_before_connection_lost(sdir):
+    sub = tempfile.mkdtemp(dir=sdir)
+    rpath = os.path.join(sub, "r")
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(rpath)
+    r.setblocking(False)
+    got = []
+    at_lost = []
+    t = None
+    try:
+        fillers = fill_unix_receiver(rpath)
+
+        class P(DRec):
+            def connection_lost(self, exc):
+                # everything has reached the receiver's socket by now
+                at_lost.append(len(_drain(r, got)))
+                super().connection_lost(exc)
+
+        t, p = await endpoint(P, family=socket.AF_UNIX, remote_addr=rpath)
+        sock = t.get_extra_info("socket")
+        ours = _payloads(300)
+        for d in ours:
+            t.sendto(d)
+        assert t.get_write_buffer_size() > 0
+        t.close()
+        assert t.is_closing()
+        await asyncio.sleep(0.05)
+        assert p.events == ["made", "pause_writing"]     # waits for the queue
+        assert sock.fileno() >= 0
+        while not p.lost.done():
+            _drain(r, got)
+            await asyncio.sleep(0.002)
+        assert at_lost == [len(fillers) + len(ours)]
+        assert got == fillers + ours
+        assert p.events == ["made", "pause_writing", "resume_writing", ("lost", None)]
+        assert sock.fileno() == -1
+    finally:
+        r.close()
+        await closed(t)
+
+
+@pytest.mark.parametrize("how", ["abort", "close_then_receiver_gone"])
+async def test_closed_with_send_in_flight_leaks_nothing(how, sdir):
+    # The transport goes away while its first queued datagram waits for room
+    # (aioring: a ring request in flight): its socket is closed once the
+    # kernel lets go, and no descriptor or fixed-file slot is left behind.
+    sub = tempfile.mkdtemp(dir=sdir)
+    rpath = os.path.join(sub, "r")
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(rpath)
+    r.setblocking(False)
+    t = None
+    try:
+        fillers = fill_unix_receiver(rpath)
+        await asyncio.sleep(0.01)
+        fds, slots = count_fds(), _slots_in_use()
+        t, p = await endpoint(family=socket.AF_UNIX, remote_addr=rpath)
+        sock = t.get_extra_info("socket")
+        for i in range(20):
+            t.sendto(b"queued %d" % i)
+        await asyncio.sleep(0.02)       # the first one waits in the kernel
+        assert t.get_write_buffer_size() > 0
+        if how == "abort":
+            t.abort()
+            await wait(p.lost)
+            assert p.events == ["made", ("lost", None)]
+        else:
+            t.close()
+            await asyncio.sleep(0.02)
+            assert not p.lost.done()
+            r.close()           # each queued send now fails: error_received
+            fds -= 1
+            await wait(p.lost)
+            assert p.events[0] == "made" and p.events[-1] == ("lost", None)
+            assert p.errors and len(p.errors) == 20
+            assert isinstance(p.errors[0], ConnectionRefusedError)
+        await asyncio.sleep(0.02)
+        assert sock.fileno() == -1
+        assert count_fds() == fds
+        assert _slots_in_use() == slots
+        if how == "abort":
+            assert _drain(r, []) == fillers     # none of the queued ones went out
+    finally:
+        r.close()
+        await closed(t)
+
+
+def test_loop_closed_with_send_in_flight_then_collected(any_loop, sdir):
+    # The loop closes while a queued datagram waits; the transport, never
+    # closed, is collected later: its socket is closed then (with asyncio's
+    # ResourceWarning), on either loop.
+    loop = any_loop
+    rpath = os.path.join(sdir, "r")
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(rpath)
+    r.setblocking(False)
+    try:
+        fill_unix_receiver(rpath)
+
+        async def start():
+            t, p = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, family=socket.AF_UNIX, remote_addr=rpath)
+            for i in range(5):
+                t.sendto(b"queued %d" % i)
+            await asyncio.sleep(0.02)
+            return t
+
+        t = loop.run_until_complete(start())
+        assert t.get_write_buffer_size() > 0
+        fd = t.get_extra_info("socket").fileno()
+        link = os.readlink(f"/proc/self/fd/{fd}")
+        loop.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del t
+            gc.collect()
+        links = set()
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                links.add(os.readlink(f"/proc/self/fd/{name}"))
+            except OSError:
+                pass
+        assert link not in links
+    finally:
+        r.close()
+
+
+async def _queued_send_errors(sdir):
+    # EMSGSIZE for a queued datagram larger than the sender's buffer allows,
+    # between two that go out; then ECONNREFUSED (and ENOTCONN) for those
+    # queued when the receiver goes away.
+    sub = tempfile.mkdtemp(dir=sdir)
+    rpath = os.path.join(sub, "r")
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(rpath)
+    r.setblocking(False)
+    t = None
+    rec = {}
+    try:
+        fillers = fill_unix_receiver(rpath)
+        t, p = await endpoint(family=socket.AF_UNIX, remote_addr=rpath)
+        # (the smallest send buffer the kernel allows: 4608 bytes)
+        t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+        for d in (b"before", b"x" * 10000, b"after"):
+            t.sendto(d)
+        rec["size_queued"] = t.get_write_buffer_size()
+        await asyncio.sleep(0.02)
+        rec["events_full"] = list(p.events)
+        got = []
+        while len(got) < len(fillers) + 2:
+            _drain(r, got)
+            await asyncio.sleep(0.002)
+        await until(lambda: p.errors)
+        await asyncio.sleep(0.02)
+        rec["received"] = got[len(fillers):]
+        rec["events_sent"] = list(p.events)
+        rec["size_sent"] = t.get_write_buffer_size()
+        # the receiver fills up again, the next ones wait, the receiver goes
+        fill_unix_receiver(rpath)
+        for i in range(3):
+            t.sendto(b"to nobody %d" % i)
+        await asyncio.sleep(0.02)
+        r.close()
+        await until(lambda: len(p.errors) >= 4)
+        await asyncio.sleep(0.02)
+        rec["errors"] = [exc_record(e) for e in p.errors]
+        rec["events"] = list(p.events)
+        rec["closing"] = t.is_closing()
+        rec["size_end"] = t.get_write_buffer_size()
+    finally:
+        r.close()
+        await closed(t)
+    rec["lost"] = p.events[-1]
+    return rec
+
+
+async def test_queued_send_errors_reach_error_received_same_as_stock(sdir):
+    rec = await same_as_stock(_queued_send_errors, sdir)
+    assert rec["size_queued"] > 0
+    assert rec["events_full"] == ["made"]
+    assert rec["received"] == [b"before", b"after"]
+    assert rec["events_sent"] == ["made", ("error", "OSError")]
+    assert rec["errors"][0][:2] == ("OSError", errno.EMSGSIZE)
+    assert rec["errors"][1][:2] == ("ConnectionRefusedError", errno.ECONNREFUSED)
+    assert rec["closing"] is False
+    assert rec["lost"] == ("lost", None)
+
+
+class RefusingSocket:
+    """A transport's socket that refuses sends (BlockingIOError, as a full
+    socket does) while `refuse` is set: what is sent meanwhile is queued by
+    the transport.  Everything else goes to the real socket."""
+
+    def __init__(self, sock):
+        self._real = sock
+        self.refuse = False
+
+    def send(self, data):
+        if self.refuse:
+            self.refuse = False
+            raise BlockingIOError(errno.EAGAIN, "refused by the test")
+        return self._real.send(data)
+
+    def sendto(self, data, addr):
+        if self.refuse:
+            self.refuse = False
+            raise BlockingIOError(errno.EAGAIN, "refused by the test")
+        return self._real.sendto(data, addr)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+async def _queued_udp_addresses(family, host):
+    # An unconnected UDP endpoint whose first send is refused: the rest are
+    # queued behind it with every form of address (numeric ones, which
+    # aioring sends from the ring, and others, a bytes host, '<broadcast>',
+    # which it leaves to socket.sendto()), valid or not, and go out (or
+    # fail) in order as the stock transport's would.
+    loop = asyncio.get_running_loop()
+    contexts = []
+    loop.set_exception_handler(lambda l, ctx: contexts.append(
+        (ctx["message"], exc_record(ctx.get("exception")))))
+    p1, p2 = raw_udp(family, host), raw_udp(family, host)
+    port1, port2 = p1.getsockname()[1], p2.getsockname()[1]
+    t = None
+    rec = {}
+    try:
+        t, p = await endpoint(local_addr=(host, 0))
+        me = t.get_extra_info("sockname")[:2]
+        refusing = RefusingSocket(t._sock)
+        t._sock = refusing
+        refusing.refuse = True
+        if family == socket.AF_INET:
+            forms = [(host, port1), (host, port2), (host.encode(), port1), (host, port1),
+                     (host, 0), ("<broadcast>", port1), (host, port2)]
+        else:
+            forms = [(host, port1), (host, port2, 0), (host, port1, 0, 0),
+                     (host, port2, 1, 0), (host, port1, 0, 1), (host.encode(), port2),
+                     (host, port1), (host, 0), (host, port2)]
+        for i, addr in enumerate(forms):
+            t.sendto(b"%d" % i, addr)
+        rec["queued"] = t.get_write_buffer_size() > 0
+        rec["sent_at_once"] = no_more(p1) and no_more(p2)
+        last = b"%d" % (len(forms) - 1)         # (to p2, the last to go)
+        got = {1: [], 2: []}
+
+        def take():
+            for n, peer in ((1, p1), (2, p2)):
+                while True:
+                    try:
+                        data, addr = peer.recvfrom(100)
+                    except BlockingIOError:
+                        break
+                    got[n].append((data, addr[:2] == me))
+            return got[2] and got[2][-1][0] == last
+
+        await until(take)
+        await asyncio.sleep(0.02)
+        take()
+        rec["received"] = got
+        rec["errors"] = [exc_record(e, port1, port2) for e in p.errors]
+        rec["events"] = list(p.events)
+        rec["size"] = t.get_write_buffer_size()
+        # a malformed address in the queue: asyncio's fatal error, which
+        # drops the rest
+        refusing.refuse = True
+        t.sendto(b"first", (host, port1))
+        t.sendto(b"bad port", (host, 70000))
+        t.sendto(b"dropped", (host, port1))
+        await wait(p.lost)
+        await asyncio.sleep(0.02)
+        rec["after_bad"] = [d for d, _ in await recv_raw(p1)]
+        rec["nothing_more"] = no_more(p1)
+        rec["lost"] = p.events[-1]
+        rec["contexts"] = contexts
+    finally:
+        loop.set_exception_handler(None)
+        p1.close()
+        p2.close()
+        await closed(t)
+    return rec
+
+
+@pytest.mark.parametrize("fam", INET)
+async def test_queued_udp_sends_every_address_form_same_as_stock(fam):
+    rec = await same_as_stock(_queued_udp_addresses, *fam)
+    assert rec["queued"] is True and rec["sent_at_once"] is True
+    assert rec["received"][1] and rec["received"][2]
+    assert all(mine for _, mine in rec["received"][1] + rec["received"][2])
+    assert ("OSError", errno.EINVAL, "[Errno 22] Invalid argument") in rec["errors"]
+    assert rec["after_bad"] == [b"first"] and rec["nothing_more"] is True
+    assert rec["lost"] == ("lost", "OverflowError")
+    assert [m for m, _ in rec["contexts"]] == ["Fatal write error on datagram transport"]
+
+
+async def _queued_send_refused_on_connected_udp(family, host):
+    # A connected UDP socket learns (ICMP) that nobody listens; with its
+    # reading paused the error waits in the socket, and the next send, a
+    # queued one, reports it.
+    port = closed_udp_port(family, host)
+    t = None
+    rec = {}
+    try:
+        t, p = await endpoint(remote_addr=(host, port))
+        t.pause_reading()
+        await asyncio.sleep(0.02)
+        t.sendto(b"first")
+        await asyncio.sleep(0.05)
+        rec["events_first"] = list(p.events)
+        refusing = RefusingSocket(t._sock)
+        t._sock = refusing
+        refusing.refuse = True
+        t.sendto(b"queued")
+        t.sendto(b"queued too")
+        rec["queued"] = t.get_write_buffer_size() > 0
+        await until(lambda: p.errors)
+        await asyncio.sleep(0.05)
+        rec["events"] = list(p.events)
+        rec["errors"] = [exc_record(e) for e in p.errors]
+        rec["closing"] = t.is_closing()
+    finally:
+        await closed(t)
+    return rec
+
+
+@pytest.mark.parametrize("fam", INET)
+async def test_queued_send_on_connected_udp_refused_same_as_stock(fam):
+    rec = await same_as_stock(_queued_send_refused_on_connected_udp, *fam)
+    assert rec["events_first"] == ["made"]
+    assert rec["queued"] is True
+    assert rec["errors"][0][:2] == ("ConnectionRefusedError", errno.ECONNREFUSED)
+    assert rec["closing"] is False

@@ -313,6 +313,9 @@ static inline void ar_prep_send(struct io_uring_sqe *sqe, int fd, const void *bu
     sqe->msg_flags = msg_flags;
 }
 
+/* sendmsg(2): msg names the data (msg_iov) and, for an unconnected datagram
+ * socket, the destination (msg_name); the kernel reads both, so they must
+ * stay valid until the request's completion. */
 static inline void ar_prep_sendmsg(struct io_uring_sqe *sqe, int fd,
                                    const struct msghdr *msg, unsigned msg_flags,
                                    uint64_t user_data)
@@ -321,9 +324,6 @@ static inline void ar_prep_sendmsg(struct io_uring_sqe *sqe, int fd,
     sqe->msg_flags = msg_flags;
 }
 
-/* accept(2) with `flags` (SOCK_NONBLOCK, SOCK_CLOEXEC); with `multishot` it
- * stays armed and completes once per connection (F_MORE while armed).  The
- * peer's address is not asked for: a multishot accept would overwrite it. */
 static inline void ar_prep_recvmsg(struct io_uring_sqe *sqe, int fd,
                                    struct msghdr *msg, unsigned msg_flags,
                                    uint64_t user_data)
@@ -332,6 +332,9 @@ static inline void ar_prep_recvmsg(struct io_uring_sqe *sqe, int fd,
     sqe->msg_flags = msg_flags;
 }
 
+/* accept(2) with `flags` (SOCK_NONBLOCK, SOCK_CLOEXEC); with `multishot` it
+ * stays armed and completes once per connection (F_MORE while armed).  The
+ * peer's address is not asked for: a multishot accept would overwrite it. */
 static inline void ar_prep_accept(struct io_uring_sqe *sqe, int fd, unsigned flags,
                                   int multishot, uint64_t user_data)
 {
