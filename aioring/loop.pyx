@@ -34,6 +34,7 @@ import signal
 import select
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time as _time_mod

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -783,3 +784,86 @@ async def test_errors_same_as_stock(tmp_path):
     # no descriptor and no child left behind by the failures
     await until(lambda: count_fds() <= fds_before)
     assert zombie_children() <= zombies_before
+
+
+# -- starting the child -------------------------------------------------------------------
+
+
+def _slow_exec():
+    # runs in the child before exec: the parent's Popen waits for the exec
+    import time
+    time.sleep(0.4)
+
+
+async def test_the_loop_runs_while_a_child_starts():
+    # Popen waits until the child has exec'd (here 0.4 s later).  The stock
+    # loop makes that call on its own thread and stops meanwhile; aioring
+    # makes it in a thread of its own and goes on running callbacks.
+    loop = asyncio.get_running_loop()
+    ticks = []
+    stop = False
+
+    async def ticker():
+        while not stop:
+            await asyncio.sleep(0.02)
+            ticks.append(loop.time())
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    t0 = loop.time()
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-c", "print('started')", stdout=PIPE, preexec_fn=_slow_exec)
+    t1 = loop.time()
+    out, _ = await proc.communicate()
+    stop = True
+    await task
+    assert out == b"started\n" and proc.returncode == 0
+    assert t1 - t0 >= 0.35
+    during = [t for t in ticks if t0 < t < t1]
+    if is_aioring(loop):
+        assert len(during) >= 5, during
+    else:
+        assert len(during) <= 1
+
+
+async def _cancelled_while_starting():
+    loop = asyncio.get_running_loop()
+    zombies_before = zombie_children()
+    fds_before = count_fds()
+    pids = []
+
+    class Proto(asyncio.SubprocessProtocol):
+        def connection_made(self, transport):
+            pids.append(transport.get_pid())
+
+    task = asyncio.ensure_future(loop.subprocess_exec(
+        Proto, PY, "-c", "import time; time.sleep(30)",
+        stdin=PIPE, stdout=PIPE, stderr=PIPE, preexec_fn=_slow_exec))
+    loop.call_later(0.1, task.cancel)   # on aioring: while Popen is waiting
+    try:
+        await task
+        outcome = "created"
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+    # no child left running or unreaped, no descriptor left open
+    await until(lambda: not any(is_child_alive_or_zombie(p) for p in pids), 10)
+    await until(lambda: count_fds() <= fds_before, 10)
+    return {"outcome": outcome,
+            "zombies": sorted(zombie_children() - zombies_before),
+            "fds_back": count_fds() <= fds_before}
+
+
+async def test_cancelled_while_the_child_starts_same_as_stock():
+    rec = await same_as_stock(_cancelled_while_starting, timeout=30)
+    assert rec == {"outcome": "cancelled", "zombies": [], "fds_back": True}
+
+
+async def test_a_child_that_cannot_start_leaks_nothing(tmp_path):
+    fds_before = count_fds()
+    for _ in range(20):
+        with pytest.raises(FileNotFoundError):
+            await asyncio.create_subprocess_exec(
+                str(tmp_path / "missing"), stdin=PIPE, stdout=PIPE, stderr=PIPE)
+    await until(lambda: count_fds() <= fds_before, 10)
+    assert not [t for t in threading.enumerate()
+                if t.name == "aioring-spawn"]
