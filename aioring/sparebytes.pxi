@@ -1,8 +1,9 @@
 # Spare bytes objects, reused to carry received data.
 #
-# Every chunk a stream receives becomes a bytes object, and one of more
-# than 512 bytes is a malloc() of its own, later a free(): on a 1 KiB echo
-# about 450 instructions per request, more than any part of the loop.
+# Every chunk a stream receives becomes a bytes object: an allocation, and
+# later a free.  One of more than 512 bytes is a malloc() of its own, on a
+# 1 KiB echo about 450 instructions per request, more than any part of the
+# loop; a smaller one costs CPython's small-object allocator about 150.
 # Most of those objects die young, in places the loop knows: data_received()
 # returns without keeping the chunk, or a chunk that was written has been
 # sent and the transport drops it.  There, when the loop holds the only
@@ -27,7 +28,7 @@ cdef extern from "Python.h":
     PyObject *PyList_GET_ITEM(object list, Py_ssize_t i)
 
 cdef PyObject *BYTES_TYPE = <PyObject *>bytes
-cdef Py_ssize_t SPARE_MIN_SIZE = 513    # smaller: CPython's own allocator is cheap
+cdef Py_ssize_t SPARE_MIN_SIZE = 2      # (b'' and 1-byte objects are shared)
 cdef Py_ssize_t SPARE_MAX_SIZE = 256 * 1024
 
 

@@ -284,7 +284,7 @@ cdef class SocketStream:
             raise RuntimeError('Cannot call write() after write_eof()')
         if self.empty_waiter is not None:
             raise RuntimeError('unable to write; sendfile is in progress')
-        if not data:
+        if (PyBytes_GET_SIZE(data) == 0) if type(data) is bytes else not data:
             return 0
         if self.conn_lost:
             if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
@@ -599,6 +599,26 @@ cdef class SocketStream:
         self.empty_waiter = None
 
 
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+
+cdef Py_ssize_t _STREAM_SLOT_OFFSET = -1    # set once the class exists
+
+
+cdef inline SocketStream _transport_stream(transport):
+    # transport._stream, read from its slot: the attribute lookup cost more
+    # than the rest of a small write()
+    cdef PyObject *stream
+    if _STREAM_SLOT_OFFSET > 0 and type(transport) is _SocketTransport:
+        stream = (<PyObject **>(<char *><PyObject *>transport + _STREAM_SLOT_OFFSET))[0]
+        if stream != NULL:
+            return <SocketStream>stream
+    return <SocketStream>transport._stream
+
+
 class _SocketTransport(_transports._FlowControlMixin):
     """A TCP or Unix stream transport of an aioring loop.
 
@@ -698,7 +718,7 @@ class _SocketTransport(_transports._FlowControlMixin):
     # writing
 
     def write(self, data):
-        (<SocketStream>self._stream)._write(data)
+        _transport_stream(self)._write(data)
 
     def writelines(self, list_of_data):
         (<SocketStream>self._stream).writelines(list_of_data)
@@ -753,3 +773,9 @@ class _SocketTransport(_transports._FlowControlMixin):
 
     def _reset_empty_waiter(self):
         (<SocketStream>self._stream)._reset_empty_waiter()
+
+
+_stream_slot = _SocketTransport.__dict__['_stream']
+if type(_stream_slot) is type(_transports.BaseTransport.__dict__['_extra']):   # a member descriptor
+    _STREAM_SLOT_OFFSET = (<PyMemberDescrObject *><PyObject *>_stream_slot).d_member.offset
+del _stream_slot
