@@ -12,7 +12,7 @@ handler registration) are taken from the running CPython's own asyncio at
 import time, so they behave exactly as the stock loop of that version does;
 the hot paths are written here in Cython.
 """
-from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_CheckExact
 from libc.stdint cimport uint64_t, int64_t, uintptr_t

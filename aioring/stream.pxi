@@ -67,6 +67,28 @@ cdef inline object _oserror(int res):
     return OSError(-res, os.strerror(-res))
 
 
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject **ob_item
+        Py_ssize_t allocated
+
+
+cdef inline void _empty_keeping_room(list chunks) noexcept:
+    # chunks.clear(), but the list keeps its array (list.clear() frees it,
+    # and the next write()'s append allocates it again): a stream's write
+    # queue is emptied and filled once per request.  (Chunks are bytes,
+    # whose release runs no Python code.)
+    cdef PyListObject *lst = <PyListObject *>chunks
+    cdef Py_ssize_t i, n = len(chunks)
+    if lst.allocated > 16:
+        chunks.clear()          # (a long queue's array is given back)
+        return
+    _Py_SET_SIZE(<PyObject *>chunks, 0)
+    for i in range(n):
+        Py_XDECREF(lst.ob_item[i])
+        lst.ob_item[i] = NULL
+
+
 cdef Py_ssize_t _drop_written(list chunks, Py_ssize_t offset, Py_ssize_t n):
     # n more bytes of the queued chunks went out (the first `offset` bytes
     # of chunks[0] had gone before): drop the chunks that are done; returns
@@ -392,7 +414,7 @@ cdef class SocketStream:
         self.wsize -= res
         if self.wsize == 0:
             self.ring_loop.spare_bytes.offer_list(wbuf)
-            wbuf.clear()            # all of it (the common case)
+            _empty_keeping_room(wbuf)       # all of it (the common case)
             self.woff = 0
         else:
             self.woff = _drop_written(wbuf, self.woff, res)
