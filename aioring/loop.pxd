@@ -67,7 +67,7 @@ cdef class InternalRead(Operation):
 
 
 cdef enum:
-    SPARE_COUNT = 16
+    SPARE_COUNT = 128
 
 
 cdef class SpareBytes:
@@ -75,6 +75,7 @@ cdef class SpareBytes:
     cdef:
         PyObject *items[SPARE_COUNT]
         int count
+        Py_ssize_t total        # their sizes
     cdef bytes make(self, const char *buf, Py_ssize_t n)
     cdef void offer(self, PyObject *o) noexcept
     cdef void offer_list(self, list chunks) noexcept

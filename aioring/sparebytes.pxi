@@ -13,7 +13,9 @@
 # Only exact bytes objects that nothing else references (reference count 1,
 # the loop's own), of SPARE_MIN_SIZE to SPARE_MAX_SIZE bytes; a spare is
 # used for a chunk of at least half its size (no large block kept alive
-# behind small data); at most SPARE_COUNT are kept.  What the protocol gets
+# behind small data).  At most SPARE_COUNT are kept (one per connection of
+# a busy server, whose chunks are in flight at once), holding at most
+# SPARE_TOTAL bytes.  What the protocol gets
 # is indistinguishable from a new object: its length, contents and
 # (uncomputed) hash are set as PyBytes_FromStringAndSize sets them.
 
@@ -30,6 +32,8 @@ cdef extern from "Python.h":
 cdef PyObject *BYTES_TYPE = <PyObject *>bytes
 cdef Py_ssize_t SPARE_MIN_SIZE = 2      # (b'' and 1-byte objects are shared)
 cdef Py_ssize_t SPARE_MAX_SIZE = 256 * 1024
+cdef Py_ssize_t SPARE_TOTAL = 1024 * 1024
+cdef int SPARE_SCAN = 8                 # spares looked at per chunk, newest first
 
 
 cdef class SpareBytes:
@@ -50,7 +54,7 @@ cdef class SpareBytes:
             # the most recently kept that fits (a connection's chunks tend
             # to be of one size: the first looked at usually is)
             i = self.count
-            while i > 0:
+            while i > 0 and i > self.count - SPARE_SCAN:
                 i -= 1
                 size = _Py_SIZE(self.items[i])
                 if n <= size <= 2 * n:
@@ -60,6 +64,7 @@ cdef class SpareBytes:
             o = self.items[i]
             self.count -= 1
             self.items[i] = self.items[self.count]
+            self.total -= size
             _Py_SET_SIZE(o, n)
             (<PyBytesObject *>o).ob_shash = -1
             memcpy((<PyBytesObject *>o).ob_sval, buf, n)
@@ -77,11 +82,12 @@ cdef class SpareBytes:
         if _Py_REFCNT(o) != 1:
             return
         size = _Py_SIZE(o)
-        if size < SPARE_MIN_SIZE or size > SPARE_MAX_SIZE:
+        if size < SPARE_MIN_SIZE or size > SPARE_MAX_SIZE or self.total + size > SPARE_TOTAL:
             return
         Py_INCREF(<object>o)    # (the cast's own reference is released again)
         self.items[self.count] = o
         self.count += 1
+        self.total += size
 
     cdef void offer_list(self, list chunks) noexcept:
         # chunks: a list about to be cleared (its references the only ones)
