@@ -727,6 +727,16 @@ async def test_sendto_without_address_unconnected_same_as_stock():
 # -- write buffer and flow control (AF_UNIX: a full receiver makes the sender wait) --
 
 
+def unix_receiver(sdir=None, name=None):
+    """A bound, non-blocking AF_UNIX datagram socket (at `name`, or in a new
+    directory under sdir), and its address."""
+    rpath = name or os.path.join(tempfile.mkdtemp(dir=sdir), "r")
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(rpath)
+    r.setblocking(False)
+    return rpath, r
+
+
 def fill_unix_receiver(path):
     """Queue datagrams at a bound AF_UNIX datagram socket until its queue is
     full; return them."""
@@ -747,11 +757,7 @@ def fill_unix_receiver(path):
 
 async def _unix_flow_control(sdir):
     loop = asyncio.get_running_loop()
-    sub = tempfile.mkdtemp(dir=sdir)
-    rpath = os.path.join(sub, "r")
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(rpath)
-    r.setblocking(False)
+    rpath, r = unix_receiver(sdir)
     t = None
     rec = {}
     try:
@@ -801,10 +807,7 @@ async def test_unix_datagram_write_buffer_and_flow_control_same_as_stock(sdir):
 @pytest.mark.parametrize("how", ["close", "abort"])
 async def test_unix_datagram_close_or_abort_with_buffered_data(how, sdir):
     loop = asyncio.get_running_loop()
-    rpath = os.path.join(sdir, "r")
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(rpath)
-    r.setblocking(False)
+    rpath, r = unix_receiver(sdir)
     t = None
     try:
         fillers = fill_unix_receiver(rpath)
@@ -1227,10 +1230,7 @@ async def test_unix_flood_queued_in_order_none_lost_same_as_stock(connected, sdi
 async def test_unix_abstract_unconnected_queued_sends():
     # an abstract address (bytes, and str with a leading NUL) as sendto()'s
     # destination for queued datagrams
-    name = "\0aioring-queued-%d" % os.getpid()
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(name)
-    r.setblocking(False)
+    name, r = unix_receiver(name="\0aioring-queued-%d" % os.getpid())
     t = None
     try:
         fillers = fill_unix_receiver(name)
@@ -1280,11 +1280,7 @@ class Flooder(DRec):
 
 
 async def _flow_control_cycles(sdir):
-    sub = tempfile.mkdtemp(dir=sdir)
-    rpath = os.path.join(sub, "r")
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(rpath)
-    r.setblocking(False)
+    rpath, r = unix_receiver(sdir)
     data = _payloads(400, 300)
     t = None
     try:
@@ -1326,11 +1322,7 @@ async def test_pause_and_resume_writing_cycles_same_as_stock(sdir):
 
 
 async def test_close_with_queued_flood_sends_all_before_connection_lost(sdir):
-    sub = tempfile.mkdtemp(dir=sdir)
-    rpath = os.path.join(sub, "r")
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(rpath)
-    r.setblocking(False)
+    rpath, r = unix_receiver(sdir)
     got = []
     at_lost = []
     t = None
@@ -1371,11 +1363,7 @@ async def test_closed_with_send_in_flight_leaks_nothing(how, sdir):
     # The transport goes away while its first queued datagram waits for room
     # (aioring: a ring request in flight): its socket is closed once the
     # kernel lets go, and no descriptor or fixed-file slot is left behind.
-    sub = tempfile.mkdtemp(dir=sdir)
-    rpath = os.path.join(sub, "r")
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(rpath)
-    r.setblocking(False)
+    rpath, r = unix_receiver(sdir)
     t = None
     try:
         fillers = fill_unix_receiver(rpath)
@@ -1456,11 +1444,7 @@ async def _queued_send_errors(sdir):
     # EMSGSIZE for a queued datagram larger than the sender's buffer allows,
     # between two that go out; then ECONNREFUSED (and ENOTCONN) for those
     # queued when the receiver goes away.
-    sub = tempfile.mkdtemp(dir=sdir)
-    rpath = os.path.join(sub, "r")
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(rpath)
-    r.setblocking(False)
+    rpath, r = unix_receiver(sdir)
     t = None
     rec = {}
     try:
