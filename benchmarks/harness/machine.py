@@ -1,0 +1,58 @@
+"""The facts a figure depends on: kernel, CPU, Python, the loops' versions,
+the aioring commit, and the tools' versions."""
+import importlib.metadata
+import os
+import platform
+import subprocess
+
+from .build import REPO
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def command_output(argv):
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=10)
+        text = (proc.stdout or proc.stderr).decode(errors="replace").strip()
+        return text.splitlines()[0] if text else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def aioring_commit():
+    commit = command_output(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"])
+    dirty = command_output(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no",
+                            "--", "aioring"])
+    return f"{commit}{' (aioring/ modified)' if dirty else ''}" if commit else None
+
+
+def machine_facts():
+    return {
+        "kernel": platform.release(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "uvloop": package_version("uvloop"),
+        "rloop": package_version("rloop"),
+        "httptools": package_version("httptools"),
+        "aioring_commit": aioring_commit(),
+        "gcc": command_output(["gcc", "--version"]),
+        "wrk": command_output(["wrk", "--version"]),
+        "valgrind": command_output(["valgrind", "--version"]),
+    }
