@@ -145,7 +145,10 @@ def run_callgrind(targets, echo_entries, quick, settings, ctx, only):
         groups.setdefault((w.kind, w.transport), []).append(w)
     for (kind, transport), ws in groups.items():
         for target in chosen:
-            if target.is_floor:
+            if all(not by_name[w.name]["results"].get(target.name, {}).get("rps")
+                   for w in ws if w.name in by_name) and any(w.name in by_name for w in ws):
+                irs = {w.name: "not measured: the server did not run this workload" for w in ws}
+            elif target.is_floor:
                 # kind-independent: measured once per transport
                 pending = [w for w in ws if w.floor_key not in done_floor]
                 if pending:
@@ -165,6 +168,21 @@ def run_callgrind(targets, echo_entries, quick, settings, ctx, only):
                     entry["results"].setdefault(target.name, {})["ir_per_req"] = irs[w.name]
 
 
+def write_report(out_dir, results, to_docs):
+    """report.md and the charts from `results`; with `to_docs` also
+    docs/benchmarks.md and its PNGs."""
+    chart_files = []
+    target_names = results["targets"]
+    if charts.rps_chart(results, target_names, os.path.join(out_dir, "echo-rps.png")):
+        chart_files.append(("echo-rps.png", "Echo requests per second"))
+    if charts.ir_chart(results, target_names, os.path.join(out_dir, "echo-ir.png")):
+        chart_files.append(("echo-ir.png", "Echo instructions per request"))
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(report.render(results, chart_files))
+    if to_docs:
+        publish.publish(out_dir, results, chart_files)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -176,7 +194,13 @@ def main():
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--publish", action="store_true",
                     help="copy the report and charts into docs/benchmarks.md")
+    ap.add_argument("--rerender", metavar="DIR",
+                    help="measure nothing: write DIR's report and charts again from its results.json")
     args = ap.parse_args()
+    if args.rerender:
+        with open(os.path.join(args.rerender, "results.json")) as f:
+            write_report(args.rerender, json.load(f), args.publish)
+        return 0
 
     t_start = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -231,16 +255,7 @@ def main():
     }
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    chart_files = []
-    target_names = results["targets"]
-    if charts.rps_chart(results, target_names, os.path.join(out_dir, "echo-rps.png")):
-        chart_files.append(("echo-rps.png", "Echo requests per second"))
-    if charts.ir_chart(results, target_names, os.path.join(out_dir, "echo-ir.png")):
-        chart_files.append(("echo-ir.png", "Echo instructions per request"))
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(report.render(results, chart_files))
-    if args.publish:
-        publish.publish(out_dir, results, chart_files)
+    write_report(out_dir, results, args.publish)
     log(f"done in {results['elapsed_s'] / 60:.1f} min "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in phases.items())}): {out_dir}/report.md")
     if not echo_entries and not (http.get("workloads")) and not micro:

@@ -148,25 +148,26 @@ def micro_section(results, targets):
 
 
 def errors_section(results):
-    notes = []
-    for section in ("echo",):
-        for entry in results.get(section, []):
-            for t, res in entry["results"].items():
-                if res.get("error"):
-                    notes.append(f"- {entry['workload']['name']}, {t}: {res['error']}")
-                if isinstance(res.get("ir_per_req"), str):
-                    notes.append(f"- {entry['workload']['name']}, {t} (callgrind): {res['ir_per_req']}")
-    for entry in (results.get("http") or {}).get("workloads", []):
+    """What was not measured and why, one line per target and reason."""
+    reasons = {}
+    entries = list(results.get("echo", [])) + list((results.get("http") or {}).get("workloads", []))
+    for entry in entries:
         for t, res in entry["results"].items():
             if res.get("error"):
-                notes.append(f"- {entry['workload']['name']}, {t}: {res['error']}")
-    if not notes:
+                reasons.setdefault((t, res["error"]), []).append(entry["workload"]["name"])
+            if isinstance(res.get("ir_per_req"), str):
+                reasons.setdefault((t, f"callgrind: {res['ir_per_req']}"), []).append(
+                    entry["workload"]["name"])
+    if not reasons:
         return []
+    notes = [f"- {t}, {len(names)} workload{'s' if len(names) > 1 else ''} "
+             f"({', '.join(names[:3])}{', …' if len(names) > 3 else ''}): {why}"
+             for (t, why), names in reasons.items()]
     return ["### ¹ Not measured / errors", ""] + notes + [""]
 
 
 def machine_line(results):
-    m, s = results["machine"], results["settings"]
+    m = results["machine"]
     return (f"{m['cpus']} vCPU, {m['cpu']}, Linux {m['kernel']}, CPython {m['python']}, "
             f"uvloop {m['uvloop'] or '–'}, rloop {m['rloop'] or '–'}, httptools {m['httptools'] or '–'}, "
             f"aioring {m['aioring_commit'] or '?'}; {m['gcc'] or ''}; {m['valgrind'] or ''}; "
