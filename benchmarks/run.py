@@ -13,6 +13,7 @@ charts into docs/benchmarks.md.  See docs/benchmarks.md for the method.
 import argparse
 import dataclasses
 import datetime
+import importlib.util
 import json
 import os
 import re
@@ -119,9 +120,7 @@ def run_http(targets, settings, ctx, only):
     py_targets = [t for t in targets if not t.is_floor]
     if not any(t.loop for t in py_targets):
         return {"skipped": "no Python target", "workloads": []}
-    try:
-        import httptools  # noqa: F401  the server's parser
-    except ImportError:
+    if importlib.util.find_spec("httptools") is None:     # the server's parser
         return {"skipped": "httptools is not installed", "workloads": []}
     entries = []
     for w in http_workloads():

@@ -36,7 +36,10 @@ def command_output(argv):
 
 
 def aioring_commit():
-    commit = command_output(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"])
+    """The last commit that changed aioring/ (commits to benchmarks/ alone
+    do not change what is measured), and whether aioring/ differs from it."""
+    commit = command_output(["git", "-C", REPO, "log", "-1", "--format=%h", "--abbrev=12",
+                             "--", "aioring"])
     dirty = command_output(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no",
                             "--", "aioring"])
     return f"{commit}{' (aioring/ modified)' if dirty else ''}" if commit else None
