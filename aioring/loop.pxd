@@ -113,6 +113,8 @@ cdef class SocketStream:
         object protocol
         bint buffered           # the protocol is a BufferedProtocol
         object data_received    # protocol.data_received (not buffered)
+        object get_buffer       # protocol.get_buffer (buffered)
+        object buffer_updated   # protocol.buffer_updated (buffered)
         bint protocol_connected
         object server
         bint closing

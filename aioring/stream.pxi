@@ -222,7 +222,9 @@ cdef class SocketStream:
         cdef Py_ssize_t k
         while n > 0:
             try:
-                target = self.protocol.get_buffer(-1)
+                if self.get_buffer is None:
+                    self.protocol.get_buffer    # raises as asyncio's call would
+                target = self.get_buffer(-1)
                 if not len(target):
                     raise RuntimeError('get_buffer() returned an empty buffer')
             except (SystemExit, KeyboardInterrupt):
@@ -245,7 +247,9 @@ cdef class SocketStream:
             buf += k
             n -= k
             try:
-                self.protocol.buffer_updated(k)
+                if self.buffer_updated is None:
+                    self.protocol.buffer_updated
+                self.buffer_updated(k)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -604,8 +608,11 @@ cdef class SocketStream:
 
     def set_protocol(self, protocol):
         self.buffered = isinstance(protocol, _BufferedProtocol)
-        # looked up once, as uvloop does: not per chunk
+        # looked up once, as uvloop does: not per chunk (None: missing, and
+        # looked up again at the call, to raise as asyncio's call would)
         self.data_received = None if self.buffered else getattr(protocol, 'data_received', None)
+        self.get_buffer = getattr(protocol, 'get_buffer', None) if self.buffered else None
+        self.buffer_updated = getattr(protocol, 'buffer_updated', None) if self.buffered else None
         self.protocol = protocol
         self.protocol_connected = True
 
