@@ -91,9 +91,6 @@ cdef class SpareBytes:
 
     cdef void offer_list(self, list chunks) noexcept:
         # chunks: a list about to be cleared (its references the only ones)
-        cdef Py_ssize_t i, n = len(chunks)
-        if n == 1:
-            self.offer(PyList_GET_ITEM(chunks, 0))
-            return
-        for i in range(n):
+        cdef Py_ssize_t i
+        for i in range(len(chunks)):
             self.offer(PyList_GET_ITEM(chunks, i))

@@ -323,10 +323,9 @@ cdef class SocketStream:
         self.wsize += PyBytes_GET_SIZE(data)
         if self.wsize > self.high_water:
             self._send_now()
-            self._queue_send()
+        self._queue_send()
+        if self.wsize > self.high_water:
             self._maybe_pause_protocol()
-        else:
-            self._queue_send()
         return 0
 
     cdef _send_now(self):
