@@ -16,7 +16,7 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_CheckExact
 from libc.stdint cimport uint64_t, int64_t, uintptr_t
-from libc.errno cimport errno, EINTR, EBUSY, EAGAIN, ENOSYS, EPERM
+from libc.errno cimport errno, EINTR, EBUSY, EAGAIN, ENOSYS, EPERM, EOPNOTSUPP
 cdef extern from "errno.h":
     enum: ECANCELED
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -91,6 +91,7 @@ _REQUIRED_OPS = (
     (IORING_OP_ASYNC_CANCEL, 'IORING_OP_ASYNC_CANCEL'),
 )
 
+include "allocator.pxi"
 include "handles.pxi"
 include "ops.pxi"
 include "filetable.pxi"
@@ -104,6 +105,14 @@ include "datagram.pxi"
 include "pipes.pxi"
 include "subprocess.pxi"
 include "tls.pxi"
+
+
+cdef bint _feature_on(str variable):
+    # AIORING_FIXED_FILES, AIORING_RECV_MULTISHOT, AIORING_BUFFER_RING,
+    # AIORING_DEFER_TASKRUN: =0 makes the loop take the path it takes on a
+    # kernel without the feature (tests of those paths; the benchmarks'
+    # feature table)
+    return os.environ.get(variable, '1') != '0'
 
 
 cdef class BaseLoop:
@@ -135,7 +144,7 @@ cdef class BaseLoop:
         self.send_head = self.send_tail = NULL
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.spare_bytes = SpareBytes.__new__(SpareBytes)
-        self.recv_multishot = True
+        self.recv_multishot = _feature_on('AIORING_RECV_MULTISHOT')
         self.accept_multishot = True
         self.sock_stash = weakref.WeakKeyDictionary()
         self.sock_receiving = weakref.WeakKeyDictionary()
@@ -151,10 +160,11 @@ cdef class BaseLoop:
         self.pid = getpid()
         fixed = kwargs.get('fixed_files')
         if fixed is None:
-            fixed = os.environ.get('AIORING_FIXED_FILES', '1') != '0'
+            fixed = _feature_on('AIORING_FIXED_FILES')
         self.want_fixed_files = bool(fixed)
         self.files = FileTable.__new__(FileTable)
         self._open_ring()
+        tune_malloc_once()
 
         # The cross-thread wake-up: an eventfd with a read always pending in
         # the ring.  Blocking on purpose: io_uring then waits on it through
@@ -180,7 +190,9 @@ cdef class BaseLoop:
         # Disabled at first: the thread that first runs the loop, not the one
         # that creates it, becomes the ring's single issuer.
         cdef int ret
-        cdef unsigned want = AR_WANT_DEFER_TASKRUN | AR_WANT_NO_SQARRAY | AR_WANT_DISABLED
+        cdef unsigned want = AR_WANT_NO_SQARRAY | AR_WANT_DISABLED
+        if _feature_on('AIORING_DEFER_TASKRUN'):
+            want |= AR_WANT_DEFER_TASKRUN
         ret = ar_ring_init(&self.ring, SQ_ENTRIES, CQ_ENTRIES, want)
         if ret < 0:
             raise setup_error(-ret)

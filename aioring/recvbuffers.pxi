@@ -28,6 +28,11 @@ cdef class RecvBuffers:
         cdef int ret
         if self.ready:
             return 0
+        if self.error:
+            return self.error       # (tried once: not a syscall per receive)
+        if not _feature_on('AIORING_BUFFER_RING'):
+            self.error = -EOPNOTSUPP
+            return self.error
         start = int(os.environ.get('AIORING_RECV_BUFFERS', RECV_BUFFERS_START))
         ret = ar_bufring_setup(ring, &self.br, RECV_BUFFER_GROUP, RECV_BUFFERS_MAX,
                                RECV_BUFFER_SIZE, max(1, min(start, RECV_BUFFERS_MAX)))
@@ -67,6 +72,7 @@ cdef class RecvBuffers:
 
     cdef dict info(self):
         return {
+            'recv_buffer_ring': bool(self.ready),
             'recv_buffers_provided': self.br.provided if self.ready else 0,
             'recv_buffer_size': RECV_BUFFER_SIZE,
             'recv_enobufs': self.enobufs,
