@@ -76,8 +76,10 @@ cdef class SpareBytes:
         PyObject *items[SPARE_COUNT]
         int count
         Py_ssize_t total        # their sizes
+        int evict_next          # the slot a full pool gives up next
     cdef bytes make(self, const char *buf, Py_ssize_t n)
     cdef void offer(self, PyObject *o) noexcept
+    cdef bint make_room(self, Py_ssize_t size) noexcept
     cdef void offer_list(self, list chunks) noexcept
 
 

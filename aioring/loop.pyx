@@ -1161,6 +1161,8 @@ cdef class BaseLoop:
             'fixed_files_in_use': self.files.in_use,
             'fixed_files_fallbacks': self.files.fallbacks,
             'recv_multishot': self.recv_multishot,
+            'spare_bytes_kept': self.spare_bytes.count,
+            'spare_bytes_total': self.spare_bytes.total,
             **self.recv_buffers.info(),
         }
 

@@ -15,7 +15,7 @@
 # used for a chunk of at least half its size (no large block kept alive
 # behind small data).  At most SPARE_COUNT are kept (one per connection of
 # a busy server, whose chunks are in flight at once), holding at most
-# SPARE_TOTAL bytes.  What the protocol gets
+# SPARE_TOTAL bytes; when full, older spares make room for newer ones.  What the protocol gets
 # is indistinguishable from a new object: its length, contents and
 # (uncomputed) hash are set as PyBytes_FromStringAndSize sets them.
 
@@ -77,17 +77,31 @@ cdef class SpareBytes:
     cdef void offer(self, PyObject *o) noexcept:
         # o: a reference someone is about to drop; kept when it is the last
         cdef Py_ssize_t size
-        if self.count == SPARE_COUNT or _Py_TYPE(o) != BYTES_TYPE:
-            return
-        if _Py_REFCNT(o) != 1:
+        if _Py_REFCNT(o) != 1 or _Py_TYPE(o) != BYTES_TYPE:
             return
         size = _Py_SIZE(o)
-        if size < SPARE_MIN_SIZE or size > SPARE_MAX_SIZE or self.total + size > SPARE_TOTAL:
+        if size < SPARE_MIN_SIZE or size > SPARE_MAX_SIZE:
             return
+        if self.count == SPARE_COUNT or self.total + size > SPARE_TOTAL:
+            if not self.make_room(size):
+                return
         Py_INCREF(<object>o)    # (the cast's own reference is released again)
         self.items[self.count] = o
         self.count += 1
         self.total += size
+
+    cdef bint make_room(self, Py_ssize_t size) noexcept:
+        # Full: a spare kept earlier makes room, one slot after the other.
+        # (Turning the newcomer away instead would keep spares of a size no
+        # longer received for good, and every chunk of today's size would
+        # be a new allocation.)
+        cdef int k = self.evict_next % self.count
+        self.evict_next = k + 1
+        self.total -= _Py_SIZE(self.items[k])
+        self.count -= 1
+        Py_DECREF(<object>self.items[k])
+        self.items[k] = self.items[self.count]
+        return self.total + size <= SPARE_TOTAL
 
     cdef void offer_list(self, list chunks) noexcept:
         # chunks: a list about to be cleared (its references the only ones)

@@ -11,7 +11,8 @@ import asyncio
 import hashlib
 import os
 
-from _stream_helpers import Factory, Recorder, open_pair, wait
+import aioring
+from _stream_helpers import Factory, Recorder, nofile_at_least, open_pair, until, wait
 
 
 class Keeper(asyncio.Protocol):
@@ -134,3 +135,71 @@ async def test_echoed_chunks_reach_the_peer_intact(sdir):
         assert hashlib.sha256(pair.sp.data).digest() == hashlib.sha256(sent).digest()
     finally:
         await pair.aclose()
+
+
+class Holder(asyncio.Protocol):
+    """Echoes, or (while `holding`) keeps chunks until release()."""
+    holding = True
+    all = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.held = []
+        Holder.all.append(self)
+
+    def data_received(self, data):
+        if Holder.holding:
+            self.held.append(data)
+        else:
+            self.transport.write(data)
+
+    def release(self):
+        for data in self.held:
+            self.transport.write(data)
+        self.held = []
+
+
+def test_spares_follow_the_size_received():
+    # aioring only (the pool is its own): 200 chunks of 100 B written back
+    # at once fill the pool with 100 B spares once their sends complete;
+    # then one connection echoes 1 KiB chunks, and its spares must find
+    # room (older ones give theirs up), or every 1 KiB chunk would be a new
+    # allocation for good.
+    nofile_at_least(600)
+    Holder.all = []
+    Holder.holding = True
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Holder, "127.0.0.1", 0, backlog=300)
+        port = srv.sockets[0].getsockname()[1]
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+        try:
+            small = [os.urandom(100) for _ in conns]
+            for (r, w), data in zip(conns, small):
+                w.write(data)
+            await until(lambda: sum(len(p.held) for p in Holder.all) == len(conns))
+            for p in Holder.all:
+                p.release()
+            for (r, w), data in zip(conns, small):
+                assert await r.readexactly(100) == data
+            full = loop._ring_info()
+            Holder.holding = False
+            r, w = conns[0]
+            for _ in range(20):
+                data = os.urandom(1024)
+                w.write(data)
+                assert await r.readexactly(1024) == data
+            return full, loop._ring_info()
+        finally:
+            for r, w in conns:
+                w.close()
+            srv.close()
+
+    full, after = aioring.run(main())
+    assert full["spare_bytes_kept"] == 128
+    assert full["spare_bytes_total"] == 128 * 100
+    # (each side's 1 KiB chunks may be kept: the client's too)
+    assert after["spare_bytes_kept"] == 128
+    assert after["spare_bytes_total"] > 128 * 100
+    assert (after["spare_bytes_total"] - 128 * 100) % (1024 - 100) == 0
