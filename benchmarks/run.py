@@ -4,8 +4,11 @@
 
 Echo (three server styles, TCP and Unix, 100 B / 1 KiB / 64 KiB, 10 and
 100 connections), HTTP through wrk, loop microbenchmarks and callgrind
-instruction counts, for stock asyncio, uvloop, rloop, aioring with fixed
-files on and off, and a C echo server on io_uring (the floor).  Writes
+instruction counts, for stock asyncio, uvloop, rloop, aioring and a C echo
+server on io_uring (the floor); then the feature table: aioring with each
+io_uring feature (fixed files, multishot recv, buffer ring, DEFER_TASKRUN)
+switched off in turn, on a few echo workloads (--only features selects
+just that table).  Writes
 results.json, report.md and PNG charts into DIR (default
 benchmarks/results/<UTC timestamp>/); --publish also copies the report and
 charts into docs/benchmarks.md.  See docs/benchmarks.md for the method.
@@ -24,14 +27,15 @@ import tempfile
 import time
 import types
 
-from harness import callgrind, charts, machine, publish, report
+from harness import callgrind, charts, features, machine, publish, report
 from harness.build import REPO, build_c_programs
 from harness.echo_load import measure_echo
 from harness.http_load import measure_http, wrk_available
 from harness.micro_runs import run_micro
 from harness.stats import rotated, summarize
 from harness.targets import available_targets
-from harness.workloads import FULL, QUICK, callgrind_workloads, echo_workloads, http_workloads
+from harness.workloads import (FULL, QUICK, EchoWorkload, callgrind_workloads, echo_workloads,
+                               http_workloads)
 
 METRICS = ("rps", "p50_us", "p99_us", "max_us", "cpu_us_per_req")
 QUICK_CALLGRIND_TARGETS = ("asyncio", "uvloop", "aioring", "C floor")
@@ -167,6 +171,52 @@ def run_callgrind(targets, echo_entries, quick, settings, ctx, only):
                     entry["results"].setdefault(target.name, {})["ir_per_req"] = irs[w.name]
 
 
+def run_features(targets, workloads, quick, no_callgrind, settings, ctx):
+    """The feature table: the baseline aioring and its variants measured
+    like the echo comparison (rotating order, median of settings.runs, a
+    fresh server each run), then callgrind on each (not in quick mode)."""
+    log(f"features: {', '.join(t.name for t in targets)}")
+    switches = features.probe_switches(targets, ctx)
+    for problem in features.switch_problems(switches):
+        log(f"features: switch not as asked: {problem}")
+    entries = run_echo(targets, workloads, settings, ctx)
+    if not quick and not no_callgrind:
+        if shutil.which("valgrind") and shutil.which("callgrind_control"):
+            # a folder of its own: the echo phase's dumps of "aioring" use the
+            # same file names, and a second valgrind would overwrite them
+            feature_ctx = types.SimpleNamespace(
+                **dict(vars(ctx), callgrind_dir=os.path.join(ctx.callgrind_dir, "features")))
+            os.makedirs(feature_ctx.callgrind_dir, exist_ok=True)
+            run_feature_callgrind(targets, entries, settings, feature_ctx)
+        else:
+            log("callgrind: valgrind is not installed, feature instruction counts skipped")
+    return {"targets": [t.name for t in targets], "switches": switches,
+            "callgrind": not quick and not no_callgrind, "workloads": entries}
+
+
+def run_feature_callgrind(targets, entries, settings, ctx):
+    """Ir/req into `entries`, one valgrind process per (target, style,
+    transport) as in the echo phase."""
+    groups = {}
+    for entry in entries:
+        w = entry["workload"]
+        groups.setdefault((w["kind"], w["transport"]), []).append(entry)
+    for (kind, transport), group in groups.items():
+        ws = [EchoWorkload(kind, transport, e["workload"]["size"], e["workload"]["conns"])
+              for e in group]
+        for target in targets:
+            if not any(e["results"].get(target.name, {}).get("rps") for e in group):
+                irs = {w.name: "not measured: the server did not run this workload" for w in ws}
+            else:
+                try:
+                    irs = callgrind.measure_ir(target, kind, transport, ws, settings, ctx, log)
+                except Exception as e:
+                    irs = {w.name: f"error: {e}" for w in ws}
+                    log(f"  callgrind {target.name} {kind} {transport}: {e}")
+            for entry, w in zip(group, ws):
+                entry["results"].setdefault(target.name, {})["ir_per_req"] = irs[w.name]
+
+
 def write_report(out_dir, results, to_docs):
     """report.md and the charts from `results`; with `to_docs` also
     docs/benchmarks.md and its PNGs."""
@@ -188,8 +238,11 @@ def main():
                     help="fewer runs, shorter windows, a subset of workloads (< 3 min)")
     ap.add_argument("--out", help="results folder (default benchmarks/results/<UTC timestamp>)")
     ap.add_argument("--only", metavar="REGEX",
-                    help="only workloads whose name matches, e.g. 'echo proto tcp|http'")
-    ap.add_argument("--loops", help="comma-separated targets, e.g. uvloop,aioring,'C floor'")
+                    help="only workloads whose name matches, e.g. 'echo proto tcp|http'; "
+                         "'features' for the feature table alone")
+    ap.add_argument("--loops", help="comma-separated targets, e.g. uvloop,aioring,'C floor'; "
+                                    "the feature table runs when one of its variants is named, "
+                                    "e.g. 'aioring -fixed files'")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--publish", action="store_true",
                     help="copy the report and charts into docs/benchmarks.md")
@@ -207,7 +260,9 @@ def main():
         REPO, "benchmarks", "results", started.strftime("%Y%m%dT%H%M%SZ")))
     os.makedirs(out_dir, exist_ok=True)
     settings = QUICK if args.quick else FULL
-    targets = available_targets(args.loops.split(",") if args.loops else None)
+    only_loops = args.loops.split(",") if args.loops else None
+    targets = available_targets(only_loops)
+    feature_targets = features.select_targets(only_loops)
     phases = {}
 
     with tempfile.TemporaryDirectory(prefix="aioring-bench-") as tmp_dir:
@@ -219,10 +274,13 @@ def main():
         os.makedirs(ctx.callgrind_dir, exist_ok=True)
         build_c_programs(ctx.build_dir)
         phases["build"] = time.monotonic() - t_start
-        log(f"targets: {', '.join(t.name for t in targets)}; results in {out_dir}")
+        log(f"targets: {', '.join(t.name for t in targets)}; "
+            f"features: {', '.join(t.name for t in feature_targets) or 'none'}; "
+            f"results in {out_dir}")
 
         t = time.monotonic()
-        echo_ws = [w for w in echo_workloads(args.quick) if not args.only or re.search(args.only, w.name)]
+        echo_ws = [w for w in echo_workloads(args.quick)
+                   if targets and (not args.only or re.search(args.only, w.name))]
         echo_entries = run_echo(targets, echo_ws, settings, ctx)
         phases["echo"] = time.monotonic() - t
 
@@ -232,7 +290,7 @@ def main():
 
         t = time.monotonic()
         micro = None
-        if not args.only or re.search(args.only, "micro"):
+        if any(not t.is_floor for t in targets) and (not args.only or re.search(args.only, "micro")):
             micro = run_micro(targets, settings, ctx, log)
         phases["micro"] = time.monotonic() - t
 
@@ -240,6 +298,14 @@ def main():
         if not args.no_callgrind:
             run_callgrind(targets, echo_entries, args.quick, settings, ctx, args.only)
         phases["callgrind"] = time.monotonic() - t
+
+        t = time.monotonic()
+        feature_ws = features.selected_workloads(args.quick, args.only, re.search)
+        feature_table = None
+        if feature_targets and feature_ws:
+            feature_table = run_features(feature_targets, feature_ws, args.quick,
+                                         args.no_callgrind, settings, ctx)
+        phases["features"] = time.monotonic() - t
 
     results = {
         "started_utc": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -251,13 +317,14 @@ def main():
         "echo": echo_entries,
         "http": http,
         "micro": micro,
+        "features": feature_table,
     }
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     write_report(out_dir, results, args.publish)
     log(f"done in {results['elapsed_s'] / 60:.1f} min "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in phases.items())}): {out_dir}/report.md")
-    if not echo_entries and not (http.get("workloads")) and not micro:
+    if not echo_entries and not (http.get("workloads")) and not micro and not feature_table:
         log("nothing was measured")
         return 1
     return 0

@@ -6,7 +6,7 @@ matplotlib.use("Agg")          # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"asyncio": "#9e9e9e", "uvloop": "#1f77b4", "rloop": "#ff7f0e",
-          "aioring": "#2ca02c", "aioring-nofixed": "#98df8a", "C floor": "#444444"}
+          "aioring": "#2ca02c", "C floor": "#444444"}
 
 
 def _panels(results):

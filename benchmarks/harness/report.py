@@ -1,4 +1,5 @@
 """The Markdown report of a run's results (results.json's content)."""
+from .features import BASELINE, SWITCHES, switch_problems
 from .targets import C_FLOOR, REFERENCE
 
 REF_SHORT = "uv"      # "×1.20 uv": relative to uvloop
@@ -86,6 +87,8 @@ def echo_sections(results, targets):
 def glance_sections(results, targets):
     """Two compact tables over all echo workloads: rps relative to uvloop,
     and instructions per request."""
+    if not results["echo"]:
+        return []
     rps_rows, ir_rows = [], []
     for entry in results["echo"]:
         res = entry["results"]
@@ -147,17 +150,92 @@ def micro_section(results, targets):
     return out
 
 
+def feature_cell(res, base):
+    """rps median [min–max], CPU µs/req and Ir/req, each with its ratio to
+    the all-on baseline (none in the baseline's own cells)."""
+    if not res or not res.get("rps"):
+        return f"n/a{' ¹' if res and res.get('error') else ''}"
+
+    def versus(value, base_value, digits=2):
+        r = ratio(value, base_value, digits) if res is not base else None
+        return f" ({r})" if r else ""
+    rps = res["rps"]
+    lines = [f"**{rate(rps['median'])}** [{rate(rps['min'])}–{rate(rps['max'])}]"
+             + versus(rps["median"], median(base, "rps"))]
+    cpu = median(res, "cpu_us_per_req")
+    if cpu is not None:
+        lines.append(f"CPU {cpu:.1f} µs/req" + versus(cpu, median(base, "cpu_us_per_req")))
+    ir = ir_of(res)
+    if ir is not None:
+        lines.append(f"{ir:,.0f} Ir/req" + versus(ir, ir_of(base), 3))
+    return "<br>".join(lines)
+
+
+def on_off(value):
+    return "on" if value else "**off**"
+
+
+def features_section(results):
+    """The feature table, and what each variant's loop reported about its
+    switches."""
+    table_data = results.get("features")
+    if not table_data or not table_data.get("workloads"):
+        return []
+    targets = table_data["targets"]
+    rows = []
+    for entry in table_data["workloads"]:
+        res = entry["results"]
+        rows.append([entry["workload"]["name"]] +
+                    [feature_cell(res.get(t), res.get(BASELINE)) for t in targets])
+    out = ["## io_uring features, on and off", "",
+           f"`{BASELINE}` has every io_uring feature it can use; each other column switches one "
+           "off (" + ", ".join(f"`{s.variable}=0`" for s in SWITCHES) + "), taking the path a "
+           "kernel without it gets. Measured like the echo tables, in their own rotation; "
+           f"ratios are to `{BASELINE}` (requests/s: higher is faster; CPU and Ir: lower is "
+           "cheaper). CPU µs/req is user+sys: what fixed files (no file lookup and reference "
+           "count per operation) and DEFER_TASKRUN (completions run when the loop waits, in "
+           "one batch) save is kernel time and shows only there; Ir/req is user space only."
+           + ("" if table_data.get("callgrind") else " Ir/req not measured in this run."), "",
+           table(["workload"] + targets, rows), ""]
+    switches = table_data.get("switches") or {}
+    if switches:
+        switch_rows = []
+        for t in targets:
+            info = switches.get(t) or {"error": "not probed"}
+            if "error" in info:
+                switch_rows.append([t, info["error"], "", "", ""])
+                continue
+            switch_rows.append([t, on_off(info["fixed_files"]), on_off(info["recv_multishot"]),
+                                on_off(info["recv_buffer_ring"]),
+                                " · ".join(info["setup_flag_names"]) or "–"])
+        out += ["What each column's loop reported (a probe: one stream echo round trip, then "
+                "`loop._ring_info()`). Without the buffer ring, multishot recv is moot (one "
+                "recv at a time into the stream's own buffer); without DEFER_TASKRUN the ring "
+                "gets the flags of kernels before 6.1 (COOP_TASKRUN, no SINGLE_ISSUER, no "
+                "NO_SQARRAY).", "",
+                table(["column", "fixed files", "multishot recv", "buffer ring", "ring setup"],
+                      switch_rows), ""]
+        problems = switch_problems({t: switches[t] for t in targets if t in switches})
+        if problems:
+            out += ["**Switches not as asked** (those columns do not measure what they say):", ""]
+            out += [f"- {p}" for p in problems] + [""]
+    return out
+
+
 def errors_section(results):
     """What was not measured and why, one line per target and reason."""
     reasons = {}
     entries = list(results.get("echo", [])) + list((results.get("http") or {}).get("workloads", []))
-    for entry in entries:
+    feature_entries = list((results.get("features") or {}).get("workloads", []))
+    # the feature table's rows have the echo tables' names: told apart by a prefix
+    tagged = [("", e) for e in entries] + [("features ", e) for e in feature_entries]
+    for prefix, entry in tagged:
         for t, res in entry["results"].items():
             if res.get("error"):
-                reasons.setdefault((t, res["error"]), []).append(entry["workload"]["name"])
+                reasons.setdefault((t, res["error"]), []).append(prefix + entry["workload"]["name"])
             if isinstance(res.get("ir_per_req"), str):
                 reasons.setdefault((t, f"callgrind: {res['ir_per_req']}"), []).append(
-                    entry["workload"]["name"])
+                    prefix + entry["workload"]["name"])
     if not reasons:
         return []
     notes = [f"- {t}, {len(names)} workload{'s' if len(names) > 1 else ''} "
@@ -195,8 +273,12 @@ def render(results, chart_files=(), title="# aioring benchmark results"):
     for path, title in chart_files:
         out += [f"![{title}]({path})", ""]
     out += glance_sections(results, targets)
-    out += ["## Echo", ""] + echo_sections(results, targets)
-    out += ["## HTTP and loop microbenchmarks", ""]
-    out += http_section(results, targets) + micro_section(results, targets)
+    if results["echo"]:
+        out += ["## Echo", ""] + echo_sections(results, targets)
+    http_micro = http_section(results, targets) + micro_section(results, targets)
+    if http_micro:
+        out += ["## HTTP and loop microbenchmarks", ""] + http_micro
+    # .get: results.json files from before the feature table have no "features"
+    out += features_section(results)
     out += errors_section(results)
     return "\n".join(out) + "\n"

@@ -1,7 +1,7 @@
 """The servers compared: one Python echo/HTTP server on each event loop, and
 the C floor (benchmarks/c/uring_echo.c).  A target names its loop and the
-environment it runs in; the aioring pair differs only in
-AIORING_FIXED_FILES."""
+environment it runs in (the feature table's aioring variants differ only in
+that: harness/features.py)."""
 import importlib.util
 import os
 import sys
@@ -13,6 +13,9 @@ HTTP_SERVER = os.path.join(BENCH_DIR, "servers", "http.py")
 MICRO = os.path.join(BENCH_DIR, "micro.py")
 
 C_FLOOR = "C floor"
+# aioring's io_uring feature switches (=0 turns one off; read at loop creation)
+AIORING_SWITCHES = ("AIORING_FIXED_FILES", "AIORING_RECV_MULTISHOT", "AIORING_BUFFER_RING",
+                    "AIORING_DEFER_TASKRUN")
 REFERENCE = "uvloop"
 
 
@@ -27,14 +30,19 @@ class Target:
         return self.loop is None
 
 
+def all_on_env():
+    """Every io_uring feature switch of aioring explicitly on: one left at 0
+    in the caller's environment would otherwise change what is measured."""
+    return {variable: "1" for variable in AIORING_SWITCHES}
+
+
 def available_targets(only_loops=None):
     """The Python targets whose loop imports here, then the C floor.
     aioring is always in: run.py has made sure that it imports (from the
     repository, where it may not be on this process's path)."""
     candidates = [Target("asyncio", "asyncio"), Target("uvloop", "uvloop"),
                   Target("rloop", "rloop"),
-                  Target("aioring", "aioring", {"AIORING_FIXED_FILES": "1"}),
-                  Target("aioring-nofixed", "aioring", {"AIORING_FIXED_FILES": "0"}),
+                  Target("aioring", "aioring", all_on_env()),
                   Target(C_FLOOR)]
     found = []
     for t in candidates:
