@@ -46,6 +46,7 @@ SWITCHES = (
 SETUP_FLAG_NAMES = ((1 << 13, "DEFER_TASKRUN"), (1 << 12, "SINGLE_ISSUER"),
                     (1 << 16, "NO_SQARRAY"), (1 << 8, "COOP_TASKRUN"))
 DEFER_TASKRUN_FLAG = 1 << 13
+# targets.py sets these to 1 for every aioring column: the two lists must agree
 assert {s.variable for s in SWITCHES} == set(AIORING_SWITCHES)
 
 

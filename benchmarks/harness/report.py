@@ -156,8 +156,8 @@ def feature_cell(res, base):
     if not res or not res.get("rps"):
         return f"n/a{' ¹' if res and res.get('error') else ''}"
 
-    def versus(value, base_value, digits=2):
-        r = ratio(value, base_value, digits) if res is not base else None
+    def versus(value, base_value):
+        r = ratio(value, base_value) if res is not base else None
         return f" ({r})" if r else ""
     rps = res["rps"]
     lines = [f"**{rate(rps['median'])}** [{rate(rps['min'])}–{rate(rps['max'])}]"
@@ -167,7 +167,7 @@ def feature_cell(res, base):
         lines.append(f"CPU {cpu:.1f} µs/req" + versus(cpu, median(base, "cpu_us_per_req")))
     ir = ir_of(res)
     if ir is not None:
-        lines.append(f"{ir:,.0f} Ir/req" + versus(ir, ir_of(base), 3))
+        lines.append(f"{ir:,.0f} Ir/req" + versus(ir, ir_of(base)))
     return "<br>".join(lines)
 
 
