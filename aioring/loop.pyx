@@ -16,6 +16,7 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_CheckExact
 from libc.stdint cimport uint64_t, int64_t, uintptr_t
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from libc.errno cimport errno, EINTR, EBUSY, EAGAIN, ENOSYS, EPERM, EOPNOTSUPP
 cdef extern from "errno.h":
     enum: ECANCELED
@@ -786,7 +787,8 @@ cdef class BaseLoop:
             # the stream's own
             op = RecvOp.__new__(RecvOp)
             op.stream = stream
-            op.buf = bytearray(RECV_SIZE)
+            # (not zero-filled: only the bytes received are ever read)
+            op.buf = PyByteArray_FromStringAndSize(NULL, RECV_SIZE)
             prep_recv(&self.ring, op, stream.fd, stream.slot, <char *>op.buf, RECV_SIZE)
             stream.recv_op = op
         self._track_user(stream.recv_op)
