@@ -494,6 +494,13 @@ cdef class BaseLoop:
             self.sleeping = True
             if len(self.ready):
                 timeout_ns = 0
+            elif ar_sq_pending(&self.ring):
+                # Requests to hand over first, GIL held: sends mostly
+                # complete as they are submitted, and then there is nothing
+                # to wait for (and no GIL to give up and take back).
+                ret = ar_ring_submit_and_wait(&self.ring, 0, -1)
+                if ret >= 0 and ar_cq_head(&self.ring) != ar_cq_tail(&self.ring):
+                    timeout_ns = 0
         if timeout_ns == 0:
             self.sleeping = False
             ret = ar_ring_submit_and_wait(&self.ring, 0, -1)
