@@ -408,9 +408,9 @@ cdef class BaseLoop:
     cdef _poll(self, int64_t timeout_ns)
     cdef _process_completions(self)
     cdef int _drain_completions(self) except -1
-    cdef _track(self, Operation op)
-    cdef _track_user(self, Operation op)
-    cdef _unlist(self, Operation op)
+    cdef inline void _track(self, Operation op) noexcept
+    cdef inline void _track_user(self, Operation op) noexcept
+    cdef inline void _unlist(self, Operation op) noexcept
     cdef list _user_ops(self)
     cdef _forget_user_ops(self)
     cdef _submit_internal_read(self, InternalRead op)

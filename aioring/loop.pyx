@@ -582,14 +582,14 @@ cdef class BaseLoop:
 
     # -- the loop's own descriptors -----------------------------------------------
 
-    cdef _track(self, Operation op):
+    cdef inline void _track(self, Operation op) noexcept:
         # The request is in the SQ: hold the operation until its final CQE.
         Py_INCREF(op)
         op.in_flight = True
         op.loop = <PyObject *>self
         self.inflight += 1
 
-    cdef _track_user(self, Operation op):
+    cdef inline void _track_user(self, Operation op) noexcept:
         # _track, and list it among the program's operations (which close()
         # cancels and drains)
         self._track(op)
@@ -600,7 +600,7 @@ cdef class BaseLoop:
             (<Operation>self.user_ops).prev_op = <PyObject *>op
         self.user_ops = <PyObject *>op
 
-    cdef _unlist(self, Operation op):
+    cdef inline void _unlist(self, Operation op) noexcept:
         if op.prev_op != NULL:
             (<Operation>op.prev_op).next_op = op.next_op
         else:

@@ -206,7 +206,7 @@ cdef class SocketStream:
         try:
             if self.data_received is None:
                 self.protocol.data_received     # raises as asyncio's call would
-            self.data_received(data)
+            _call_with(self.data_received, data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -224,7 +224,7 @@ cdef class SocketStream:
             try:
                 if self.get_buffer is None:
                     self.protocol.get_buffer    # raises as asyncio's call would
-                target = self.get_buffer(-1)
+                target = _call_with(self.get_buffer, -1)
                 if not len(target):
                     raise RuntimeError('get_buffer() returned an empty buffer')
             except (SystemExit, KeyboardInterrupt):
@@ -249,7 +249,7 @@ cdef class SocketStream:
             try:
                 if self.buffer_updated is None:
                     self.protocol.buffer_updated
-                self.buffer_updated(k)
+                _call_with(self.buffer_updated, k)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
