@@ -135,6 +135,16 @@ def run_http(targets, settings, ctx, only):
     return {"skipped": None, "workloads": entries}
 
 
+def ir_or_errors(target, kind, transport, ws, settings, ctx):
+    """callgrind.measure_ir, or each workload's error: one valgrind that
+    fails does not end the run."""
+    try:
+        return callgrind.measure_ir(target, kind, transport, ws, settings, ctx, log)
+    except Exception as e:
+        log(f"  callgrind {target.name} {kind} {transport}: {e}")
+        return {w.name: f"error: {e}" for w in ws}
+
+
 def run_callgrind(targets, echo_entries, quick, settings, ctx, only):
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         log("callgrind: valgrind is not installed, instruction counts skipped")
@@ -160,11 +170,7 @@ def run_callgrind(targets, echo_entries, quick, settings, ctx, only):
                         done_floor[w.floor_key] = irs[w.name]
                 irs = {w.name: done_floor[w.floor_key] for w in ws}
             else:
-                try:
-                    irs = callgrind.measure_ir(target, kind, transport, ws, settings, ctx, log)
-                except Exception as e:
-                    irs = {w.name: f"error: {e}" for w in ws}
-                    log(f"  callgrind {target.name} {kind} {transport}: {e}")
+                irs = ir_or_errors(target, kind, transport, ws, settings, ctx)
             for w in ws:
                 entry = by_name.get(w.name)
                 if entry is not None:
@@ -208,11 +214,7 @@ def run_feature_callgrind(targets, entries, settings, ctx):
             if not any(e["results"].get(target.name, {}).get("rps") for e in group):
                 irs = {w.name: "not measured: the server did not run this workload" for w in ws}
             else:
-                try:
-                    irs = callgrind.measure_ir(target, kind, transport, ws, settings, ctx, log)
-                except Exception as e:
-                    irs = {w.name: f"error: {e}" for w in ws}
-                    log(f"  callgrind {target.name} {kind} {transport}: {e}")
+                irs = ir_or_errors(target, kind, transport, ws, settings, ctx)
             for entry, w in zip(group, ws):
                 entry["results"].setdefault(target.name, {})["ir_per_req"] = irs[w.name]
 
