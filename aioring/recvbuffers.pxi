@@ -13,9 +13,9 @@
 # then ends with ENOBUFS and is re-armed).  Memory is reserved up front but becomes
 # resident only as buffers are provided.
 
-cdef unsigned RECV_BUFFER_SIZE = 32 * 1024
+cdef unsigned RECV_BUFFER_SIZE = 64 * 1024
 cdef unsigned RECV_BUFFERS_START = 64
-cdef unsigned RECV_BUFFERS_MAX = 4096
+cdef unsigned RECV_BUFFERS_MAX = 2048
 cdef uint16_t RECV_BUFFER_GROUP = 0
 
 from libc.string cimport memset

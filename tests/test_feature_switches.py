@@ -34,7 +34,7 @@ class Echo(asyncio.Protocol):
 
 async def traffic():
     """Echo over TCP (protocol and streams, sizes across a receive buffer's
-    32 KiB), sock_* calls, and a wake-up from another thread: what came back."""
+    64 KiB), sock_* calls, and a wake-up from another thread: what came back."""
     loop = asyncio.get_running_loop()
     seen = []
     srv = await loop.create_server(Echo, "127.0.0.1", 0)

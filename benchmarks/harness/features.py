@@ -79,8 +79,9 @@ def feature_workloads(quick):
     - proto tcp 1 KiB x10: the reference workload of the other tables;
     - proto unix 1 KiB x10: a cheaper kernel path than TCP, so the loop's
       own io_uring overhead is a larger share;
-    - buffered tcp 64 KiB x10: large messages, spanning several 32 KiB ring
-      buffers; without the buffer ring the data is received in place;
+    - buffered tcp 64 KiB x10: large messages, where copies and the size of
+      the receive buffers weigh (without the buffer ring a stream receives
+      into a 64 KiB buffer of its own);
     - streams tcp 1 KiB x10: asyncio's streams, where the loop's share of
       the work is smallest: how much of a feature's gain survives there.
     Quick mode: the reference workload only (CI exercises the code path)."""
