@@ -508,7 +508,9 @@ async def test_transport_calls_after_close_same_as_stock():
 async def test_transport_send_signal_terminate_kill():
     loop = asyncio.get_running_loop()
     for method, sig in (("terminate", signal.SIGTERM), ("kill", signal.SIGKILL),
-                        ("send_signal", signal.SIGHUP)):
+                        # (SIGUSR1, not SIGHUP: under nohup the child
+                        # would inherit SIGHUP ignored)
+                        ("send_signal", signal.SIGUSR1)):
         t, p = await wait(loop.subprocess_exec(
             SRec, SH, "-c", "echo ready; exec sleep 30", stdin=DEVNULL, stderr=DEVNULL))
         try:
