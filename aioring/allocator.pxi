@@ -36,9 +36,9 @@ cdef bint malloc_tuned = False
 
 
 cdef bint _user_configured_malloc():
-    env = os.environ
-    if env.get('AIORING_MALLOC_TUNING', '1') == '0':
+    if not _feature_on('AIORING_MALLOC_TUNING'):
         return True
+    env = os.environ
     if 'glibc.malloc.' in env.get('GLIBC_TUNABLES', ''):
         return True
     return any(name.startswith('MALLOC_') and name.endswith('_') for name in env)
