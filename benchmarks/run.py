@@ -34,7 +34,7 @@ from harness.http_load import measure_http, wrk_available
 from harness.micro_runs import run_micro
 from harness.stats import rotated, summarize
 from harness.targets import available_targets
-from harness.workloads import (FULL, QUICK, EchoWorkload, callgrind_workloads, echo_workloads,
+from harness.workloads import (FULL, QUICK, callgrind_workloads, echo_workloads,
                                http_workloads)
 
 METRICS = ("rps", "p50_us", "p99_us", "max_us", "cpu_us_per_req")
@@ -145,19 +145,19 @@ def ir_or_errors(target, kind, transport, ws, settings, ctx):
         return {w.name: f"error: {e}" for w in ws}
 
 
-def run_callgrind(targets, echo_entries, quick, settings, ctx, only):
+def run_callgrind(targets, echo_entries, workloads, settings, ctx):
+    """Ir/req of `workloads` into their entries, one valgrind process per
+    (target, style, transport)."""
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         log("callgrind: valgrind is not installed, instruction counts skipped")
         return
-    workloads = [w for w in callgrind_workloads(quick) if not only or re.search(only, w.name)]
-    chosen = [t for t in targets if not quick or t.name in QUICK_CALLGRIND_TARGETS]
     by_name = {e["workload"]["name"]: e for e in echo_entries}
     done_floor = {}
     groups = {}
     for w in workloads:
         groups.setdefault((w.kind, w.transport), []).append(w)
     for (kind, transport), ws in groups.items():
-        for target in chosen:
+        for target in targets:
             if all(not by_name[w.name]["results"].get(target.name, {}).get("rps")
                    for w in ws if w.name in by_name) and any(w.name in by_name for w in ws):
                 irs = {w.name: "not measured: the server did not run this workload" for w in ws}
@@ -187,36 +187,14 @@ def run_features(targets, workloads, quick, no_callgrind, settings, ctx):
         log(f"features: switch not as asked: {problem}")
     entries = run_echo(targets, workloads, settings, ctx)
     if not quick and not no_callgrind:
-        if shutil.which("valgrind") and shutil.which("callgrind_control"):
-            # a folder of its own: the echo phase's dumps of "aioring" use the
-            # same file names, and a second valgrind would overwrite them
-            feature_ctx = types.SimpleNamespace(
-                **dict(vars(ctx), callgrind_dir=os.path.join(ctx.callgrind_dir, "features")))
-            os.makedirs(feature_ctx.callgrind_dir, exist_ok=True)
-            run_feature_callgrind(targets, entries, settings, feature_ctx)
-        else:
-            log("callgrind: valgrind is not installed, feature instruction counts skipped")
+        # a folder of its own: the echo phase's dumps of "aioring" use the
+        # same file names, and a second valgrind would overwrite them
+        feature_ctx = types.SimpleNamespace(
+            **dict(vars(ctx), callgrind_dir=os.path.join(ctx.callgrind_dir, "features")))
+        os.makedirs(feature_ctx.callgrind_dir, exist_ok=True)
+        run_callgrind(targets, entries, workloads, settings, feature_ctx)
     return {"targets": [t.name for t in targets], "switches": switches,
             "callgrind": not quick and not no_callgrind, "workloads": entries}
-
-
-def run_feature_callgrind(targets, entries, settings, ctx):
-    """Ir/req into `entries`, one valgrind process per (target, style,
-    transport) as in the echo phase."""
-    groups = {}
-    for entry in entries:
-        w = entry["workload"]
-        groups.setdefault((w["kind"], w["transport"]), []).append(entry)
-    for (kind, transport), group in groups.items():
-        ws = [EchoWorkload(kind, transport, e["workload"]["size"], e["workload"]["conns"])
-              for e in group]
-        for target in targets:
-            if not any(e["results"].get(target.name, {}).get("rps") for e in group):
-                irs = {w.name: "not measured: the server did not run this workload" for w in ws}
-            else:
-                irs = ir_or_errors(target, kind, transport, ws, settings, ctx)
-            for entry, w in zip(group, ws):
-                entry["results"].setdefault(target.name, {})["ir_per_req"] = irs[w.name]
 
 
 def write_report(out_dir, results, to_docs):
@@ -298,7 +276,11 @@ def main():
 
         t = time.monotonic()
         if not args.no_callgrind:
-            run_callgrind(targets, echo_entries, args.quick, settings, ctx, args.only)
+            run_callgrind([t for t in targets if not args.quick or t.name in QUICK_CALLGRIND_TARGETS],
+                          echo_entries,
+                          [w for w in callgrind_workloads(args.quick)
+                           if not args.only or re.search(args.only, w.name)],
+                          settings, ctx)
         phases["callgrind"] = time.monotonic() - t
 
         t = time.monotonic()
