@@ -103,7 +103,9 @@ cdef _datagram_read(transport, RingReader reader, int res):
             reader.keep(item)
             return
         _call_protocol(transport, 'datagram_received', item)
-    elif res != -ECANCELED:     # (cancelled: by pause_reading(), maybe resumed since)
+    elif res != -ECANCELED and res != -EAGAIN:
+        # (cancelled: by pause_reading(), maybe resumed since; EAGAIN:
+        # nothing received after all, see ar_prep_recv)
         _call_protocol(transport, 'error_received', (_oserror(res),))
     if transport.is_reading() and not reader.stash:
         reader.arm(transport)

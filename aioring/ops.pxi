@@ -191,6 +191,35 @@ cdef inline void use_slot(io_uring_sqe *sqe, int slot) noexcept:
         sqe.flags |= IOSQE_FIXED_FILE
 
 
+# A socket request the kernel would wait on may still complete with EAGAIN
+# and nothing transferred (see ar_prep_recv); every completion handler takes
+# that as "submit it again".  Fault injection for the tests makes it common:
+# with inject_eagain set (AIORING_INJECT_EAGAIN=1, or set_inject_eagain()),
+# every other socket send and receive goes out with MSG_DONTWAIT, so the
+# kernel answers EAGAIN wherever it would have waited.  Every other, so that
+# a retry then waits and the loop does not spin.
+cdef bint inject_eagain = os.environ.get('AIORING_INJECT_EAGAIN', '0') == '1'
+cdef unsigned injected_requests = 0
+
+
+cdef inline unsigned injected_flags() noexcept:
+    global injected_requests
+    if not inject_eagain:
+        return 0
+    injected_requests += 1
+    return MSG_DONTWAIT if injected_requests & 1 else 0
+
+
+def set_inject_eagain(bint on):
+    """Switch EAGAIN fault injection on or off (for tests); returns how
+    many requests went out with MSG_DONTWAIT since the previous call."""
+    global inject_eagain, injected_requests
+    done = (injected_requests + 1) // 2
+    inject_eagain = on
+    injected_requests = 0
+    return done
+
+
 cdef int prep_read(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
     # offset -1: "current position", the only one a stream descriptor has
@@ -201,7 +230,7 @@ cdef int prep_read(ar_ring *ring, Operation op, int fd, int slot, void *buf, uns
 
 cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, unsigned n) except -1:
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
-    ar_prep_recv(sqe, target(fd, slot), buf, n, op_user_data(op))
+    ar_prep_recv(sqe, target(fd, slot), buf, n, injected_flags(), op_user_data(op))
     use_slot(sqe, slot)
     return 0
 
@@ -209,14 +238,15 @@ cdef int prep_recv(ar_ring *ring, Operation op, int fd, int slot, void *buf, uns
 cdef int prep_recv_select(ar_ring *ring, Operation op, int fd, int slot,
                           uint16_t bgid, bint multishot) except -1:
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
-    ar_prep_recv_select(sqe, target(fd, slot), bgid, multishot, op_user_data(op))
+    ar_prep_recv_select(sqe, target(fd, slot), bgid, multishot, injected_flags(),
+                        op_user_data(op))
     use_slot(sqe, slot)
     return 0
 
 
 cdef int prep_recvmsg(ar_ring *ring, Operation op, int fd, int slot, msghdr *msg) except -1:
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
-    ar_prep_recvmsg(sqe, target(fd, slot), msg, 0, op_user_data(op))
+    ar_prep_recvmsg(sqe, target(fd, slot), msg, injected_flags(), op_user_data(op))
     use_slot(sqe, slot)
     return 0
 
@@ -227,7 +257,8 @@ cdef int prep_sendmsg(ar_ring *ring, Operation op, int fd, int slot, msghdr *msg
     # whose sendmsg cannot be retried after EAGAIN (see DatagramSocket)
     cdef io_uring_sqe *sqe = acquire_sqe(ring)
     ar_prep_sendmsg(sqe, target(fd, slot), msg,
-                    MSG_NOSIGNAL | (MSG_DONTWAIT if dontwait else 0), op_user_data(op))
+                    MSG_NOSIGNAL | (MSG_DONTWAIT if dontwait else injected_flags()),
+                    op_user_data(op))
     use_slot(sqe, slot)
     return 0
 
@@ -265,14 +296,26 @@ cdef int prep_send(ar_ring *ring, SendOp op, int fd, int slot, list chunks,
         # (one send moves at most 1 GiB: the length field is 32 bits)
         ar_prep_send(sqe, target(fd, slot), PyBytes_AS_STRING(chunk) + offset,
                      <unsigned>min(PyBytes_GET_SIZE(chunk) - offset, 1 << 30),
-                     MSG_NOSIGNAL, op_user_data(op))
+                     MSG_NOSIGNAL | injected_flags(), op_user_data(op))
     else:
         n = chunks_to_iov(op.iov, chunks, offset)
         op.keep = chunks[:n]
         memset(&op.msg, 0, sizeof(op.msg))
         op.msg.msg_iov = op.iov
         op.msg.msg_iovlen = n
-        ar_prep_sendmsg(sqe, target(fd, slot), &op.msg, MSG_NOSIGNAL, op_user_data(op))
+        ar_prep_sendmsg(sqe, target(fd, slot), &op.msg, MSG_NOSIGNAL | injected_flags(),
+                        op_user_data(op))
+    use_slot(sqe, slot)
+    return 0
+
+
+cdef int prep_send_bytes(ar_ring *ring, Operation op, int fd, int slot, bytes data,
+                         Py_ssize_t offset) except -1:
+    # the rest of data from offset (at most 1 GiB: the length is 32 bits)
+    cdef io_uring_sqe *sqe = acquire_sqe(ring)
+    ar_prep_send(sqe, target(fd, slot), PyBytes_AS_STRING(data) + offset,
+                 <unsigned>min(PyBytes_GET_SIZE(data) - offset, 1 << 30),
+                 MSG_NOSIGNAL | injected_flags(), op_user_data(op))
     use_slot(sqe, slot)
     return 0
 

@@ -29,6 +29,12 @@ cdef int _begin(BaseLoop loop, SockOp op, object sock, object fut) except -1:
     return fd
 
 
+cdef inline bint _still_waiting(SockOp op):
+    # op's caller still waits for it, on an open loop
+    return (op.loop != NULL and not (<BaseLoop>op.loop)._closed
+            and op.fut is not None and not op.fut.done())
+
+
 cdef object _waiting(BaseLoop loop, SockOp op):
     # op's request is prepared: hold op until its final completion, and let
     # a cancelled future cancel the request
@@ -110,6 +116,12 @@ def _finish_recv_error(SockRecvOp op, fut, sock, exc):
 
 cdef _sock_recv_done(SockRecvOp op, int res):
     cdef BaseLoop loop
+    if res == -EAGAIN and _still_waiting(op):
+        # nothing received (see ar_prep_recv): receive again
+        prep_recv(&(<BaseLoop>op.loop).ring, op, op.sock.fileno(), -1,
+                  <char *>op.buf, <unsigned>len(op.buf))
+        (<BaseLoop>op.loop)._track_user(op)
+        return
     fut, op.fut = op.fut, None
     sock = op.sock
     if op.loop == NULL or (<BaseLoop>op.loop)._closed:
@@ -169,10 +181,7 @@ async def _loop_sock_recv_into(self, sock, buf):
 
 
 cdef _submit_sock_send(SockSendOp op, BaseLoop loop):
-    cdef io_uring_sqe *sqe = acquire_sqe(&loop.ring)
-    ar_prep_send(sqe, op.sock.fileno(), PyBytes_AS_STRING(op.data) + op.sent,
-                 <unsigned>min(PyBytes_GET_SIZE(op.data) - op.sent, 1 << 30),
-                 MSG_NOSIGNAL, op_user_data(op))
+    prep_send_bytes(&loop.ring, op, op.sock.fileno(), -1, op.data, op.sent)
     loop._track_user(op)
 
 
@@ -180,6 +189,10 @@ cdef _sock_send_done(SockSendOp op, int res):
     fut = op.fut
     if fut.done() or op.loop == NULL or (<BaseLoop>op.loop)._closed:
         op.fut = op.sock = op.data = None
+        return
+    if res == -EAGAIN:
+        # nothing sent (see ar_prep_recv): the rest goes again
+        _submit_sock_send(op, <BaseLoop>op.loop)
         return
     if res < 0:
         op.fut = op.sock = op.data = None
@@ -217,6 +230,11 @@ async def _loop_sock_sendall(self, sock, data):
 
 cdef _sock_accept_done(SockAcceptOp op, int res):
     cdef BaseLoop loop
+    if res == -EAGAIN and _still_waiting(op):
+        # no connection after all (see ar_prep_recv): accept again
+        prep_accept(&(<BaseLoop>op.loop).ring, op, op.sock.fileno(), -1, False)
+        (<BaseLoop>op.loop)._track_user(op)
+        return
     fut, sock = op.fut, op.sock
     op.fut = op.sock = None
     if op.loop == NULL or (<BaseLoop>op.loop)._closed:
@@ -446,6 +464,12 @@ def _finish_recvfrom(SockRecvFromOp op, fut, sock, bytes data, addr):
 
 
 cdef _sock_recvfrom_done(SockRecvFromOp op, int res):
+    if res == -EAGAIN and _still_waiting(op):
+        # nothing received (see ar_prep_recv): receive again
+        op.msg.msg_namelen = sizeof(op.name)
+        prep_recvmsg(&(<BaseLoop>op.loop).ring, op, op.sock.fileno(), -1, &op.msg)
+        (<BaseLoop>op.loop)._track_user(op)
+        return
     fut, sock = op.fut, op.sock
     op.fut = op.sock = None
     if op.loop == NULL or (<BaseLoop>op.loop)._closed:

@@ -159,9 +159,10 @@ cdef class SocketStream:
                 self._keep(b'')
             else:
                 self._on_eof()
-        elif res == -ECANCELED:
-            # cancelled by pause_reading(); resumed since?
-            if not self.paused and self.stash is None:
+        elif res == -ECANCELED or res == -EAGAIN:
+            # cancelled by pause_reading() (resumed since?), or nothing
+            # received after all (see ar_prep_recv): receive again
+            if final and not self.paused and self.stash is None:
                 self._arm_recv()
         elif res == -ENOBUFS:
             self.loop.recv_buffers.exhausted(self.loop.iteration)
@@ -403,6 +404,10 @@ cdef class SocketStream:
             self._maybe_release()
             return
         if res == -ECANCELED or self.loop._closed:
+            return
+        if res == -EAGAIN:
+            # nothing sent (see ar_prep_recv): the same bytes go again
+            self._queue_send()
             return
         if res < 0:
             exc = _oserror(res)

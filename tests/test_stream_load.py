@@ -101,7 +101,7 @@ async def test_64mib_both_directions_with_flow_control(kind, sdir):
         for p in (client, server):
             assert p.default_limits == (16384, 65536)
             assert p.limits == (low, high)
-            assert p.received == len(blob)
+            assert p.received == len(blob), p.events
             assert p.hash.hexdigest() == want
             assert p.events == ["made", "eof", ("lost", None)]
             # flow control was exercised, at the limits

@@ -139,9 +139,9 @@ cdef extern from "uring.h" nogil:
     void ar_prep_writev(io_uring_sqe *sqe, int fd, const iovec *iov, unsigned nr,
                         uint64_t off, uint64_t user_data)
     void ar_prep_recv(io_uring_sqe *sqe, int fd, void *buf, unsigned len,
-                      uint64_t user_data)
+                      unsigned msg_flags, uint64_t user_data)
     void ar_prep_recv_select(io_uring_sqe *sqe, int fd, uint16_t bgid,
-                             int multishot, uint64_t user_data)
+                             int multishot, unsigned msg_flags, uint64_t user_data)
     void ar_prep_send(io_uring_sqe *sqe, int fd, const void *buf, unsigned len,
                       unsigned msg_flags, uint64_t user_data)
     void ar_prep_sendmsg(io_uring_sqe *sqe, int fd, const msghdr *msg,

@@ -283,12 +283,16 @@ static inline void ar_prep_writev(struct io_uring_sqe *sqe, int fd,
     ar_prep_rw(sqe, IORING_OP_WRITEV, fd, iov, nr, off, user_data);
 }
 
+/* Socket requests without MSG_DONTWAIT in msg_flags wait in the kernel: it
+ * arms its internal poll and retries when the socket is ready, instead of
+ * failing with EAGAIN.  It still can complete one with EAGAIN (it gives up
+ * retrying after a while; seen on 6.18 sends to a full socket buffer without
+ * DEFER_TASKRUN), with nothing transferred: callers submit it again. */
 static inline void ar_prep_recv(struct io_uring_sqe *sqe, int fd, void *buf,
-                                unsigned len, uint64_t user_data)
+                                unsigned len, unsigned msg_flags, uint64_t user_data)
 {
-    /* msg_flags stay 0: never MSG_DONTWAIT, so the kernel polls for us
-     * instead of punting to io-wq or failing with EAGAIN */
     ar_prep_rw(sqe, IORING_OP_RECV, fd, buf, len, 0, user_data);
+    sqe->msg_flags = msg_flags;
 }
 
 /* A recv that takes its buffer from provided-buffer group `bgid`; with
@@ -296,16 +300,17 @@ static inline void ar_prep_recv(struct io_uring_sqe *sqe, int fd, void *buf,
  * set while it stays armed). */
 static inline void ar_prep_recv_select(struct io_uring_sqe *sqe, int fd,
                                        uint16_t bgid, int multishot,
-                                       uint64_t user_data)
+                                       unsigned msg_flags, uint64_t user_data)
 {
     ar_prep_rw(sqe, IORING_OP_RECV, fd, NULL, 0, 0, user_data);
+    sqe->msg_flags = msg_flags;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = bgid;
     if (multishot)
         sqe->ioprio |= IORING_RECV_MULTISHOT;
 }
 
-/* Sends: msg_flags never hold MSG_DONTWAIT (see ar_prep_recv). */
+/* Sends: MSG_DONTWAIT in msg_flags as for ar_prep_recv. */
 static inline void ar_prep_send(struct io_uring_sqe *sqe, int fd, const void *buf,
                                 unsigned len, unsigned msg_flags, uint64_t user_data)
 {

@@ -70,7 +70,7 @@ static void arm_accept(int listen_fd)
 
 static void arm_recv(conn *c)
 {
-    ar_prep_recv(sqe_or_die(), c->fd, c->buf, BUF_SIZE, udata(OP_RECV, c->fd));
+    ar_prep_recv(sqe_or_die(), c->fd, c->buf, BUF_SIZE, 0, udata(OP_RECV, c->fd));
 }
 
 static void arm_send(conn *c)
