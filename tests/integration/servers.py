@@ -5,15 +5,19 @@
     python tests/integration/servers.py stop DIR
 
 `start` makes DIR (if needed) and in it: a self-signed certificate
-(openssl command), a PostgreSQL cluster (initdb; 127.0.0.1 on a free port;
-TLS on; superuser `aioring` with a password, scram-sha-256 over TCP) and a
-Redis server (127.0.0.1 on a free port, no persistence).  It prints shell
-`export` lines:
+(openssl command), a PostgreSQL cluster (initdb; 127.0.0.1 on a free port
+and a Unix socket; TLS on; superuser `aioring` with a password,
+scram-sha-256 over TCP, trust on the Unix socket) and a Redis server
+(127.0.0.1 on a free port, TLS on another, a Unix socket; no persistence).
+It prints shell `export` lines:
 
-    AIORING_TEST_PG_DSN     postgresql://aioring:...@127.0.0.1:PORT/postgres
-    AIORING_TEST_PG_CA      the certificate to verify the server's TLS with
-                            (the server name in it: localhost and 127.0.0.1)
-    AIORING_TEST_REDIS_URL  redis://127.0.0.1:PORT/0
+    AIORING_TEST_PG_DSN         postgresql://aioring:...@127.0.0.1:PORT/postgres
+    AIORING_TEST_PG_SOCKET_DIR  the directory of PostgreSQL's Unix socket
+    AIORING_TEST_REDIS_URL      redis://127.0.0.1:PORT/0
+    AIORING_TEST_REDIS_TLS_URL  rediss://127.0.0.1:PORT/0
+    AIORING_TEST_REDIS_SOCKET   the path of Redis's Unix socket
+    AIORING_TEST_CA             the certificate to verify both servers' TLS
+                                with (names in it: localhost, 127.0.0.1)
 
 `stop` stops both servers; it is safe to call twice (or after a failed
 start).  Run as root, PostgreSQL runs as the `postgres` user (initdb and
@@ -167,14 +171,20 @@ def _redis_ping(port):
         return False
 
 
-def _start_redis(d):
+def _start_redis(d, tls):
     server = shutil.which("redis-server")
     if not server:
         sys.exit("servers.py: no redis-server found; apt-get install redis-server")
     rdir = os.path.join(d, "redis")
     os.makedirs(rdir, exist_ok=True)
-    port = _free_port()
+    port, tls_port = _free_port(), _free_port()
+    sock = os.path.join(rdir, "redis.sock")
     _run([server, "--port", str(port), "--bind", "127.0.0.1",
+          "--unixsocket", sock, "--unixsocketperm", "700",
+          "--tls-port", str(tls_port),
+          "--tls-cert-file", os.path.join(tls, "server.crt"),
+          "--tls-key-file", os.path.join(tls, "server.key"),
+          "--tls-auth-clients", "no",
           "--save", "", "--appendonly", "no", "--daemonize", "yes",
           "--dir", rdir, "--pidfile", os.path.join(rdir, "redis.pid"),
           "--logfile", os.path.join(rdir, "redis.log")])
@@ -184,7 +194,8 @@ def _start_redis(d):
             sys.exit("servers.py: Redis did not answer PING:\n"
                      + open(os.path.join(rdir, "redis.log")).read()[-3000:])
         time.sleep(0.05)
-    return f"redis://127.0.0.1:{port}/0"
+    return (f"redis://127.0.0.1:{port}/0", f"rediss://127.0.0.1:{tls_port}/0",
+            sock)
 
 
 def start(d):
@@ -197,13 +208,16 @@ def start(d):
     _make_certificate(tls)
     try:
         dsn = _start_pg(d, tls)
-        redis_url = _start_redis(d)
+        redis_url, redis_tls_url, redis_socket = _start_redis(d, tls)
     except BaseException:
         stop(d)
         raise
     for name, value in (("AIORING_TEST_PG_DSN", dsn),
-                        ("AIORING_TEST_PG_CA", os.path.join(tls, "server.crt")),
-                        ("AIORING_TEST_REDIS_URL", redis_url)):
+                        ("AIORING_TEST_PG_SOCKET_DIR", os.path.join(d, "pg")),
+                        ("AIORING_TEST_REDIS_URL", redis_url),
+                        ("AIORING_TEST_REDIS_TLS_URL", redis_tls_url),
+                        ("AIORING_TEST_REDIS_SOCKET", redis_socket),
+                        ("AIORING_TEST_CA", os.path.join(tls, "server.crt"))):
         print(f"export {name}={shlex.quote(value)}")
 
 

@@ -1,7 +1,8 @@
 """asyncpg against a real PostgreSQL server, on the stock loop and on aioring.
 
-The server comes from tests/integration/servers.py (AIORING_TEST_PG_DSN, and
-AIORING_TEST_PG_CA for verified TLS).  Every test here runs twice
+The server comes from tests/integration/servers.py (AIORING_TEST_PG_DSN;
+AIORING_TEST_CA to verify its TLS with, AIORING_TEST_PG_SOCKET_DIR for its
+Unix socket).  Every test here runs twice
 ([asyncio], [aioring]); each makes its own tables (unique names).
 """
 import asyncio
@@ -19,13 +20,23 @@ import pytest
 asyncpg = pytest.importorskip("asyncpg")
 
 
+def servers_py_variable(name):
+    """Another of servers.py's exports: present whenever the DSN is."""
+    value = os.environ.get(name)
+    if not value or not os.path.exists(value):
+        pytest.fail(f"AIORING_TEST_PG_DSN is set but {name} (from "
+                    f"servers.py) is not, or names nothing")
+    return value
+
+
 @pytest.fixture(scope="session")
 def pg_ca(pg_dsn):
-    ca = os.environ.get("AIORING_TEST_PG_CA")
-    if not ca or not os.path.exists(ca):
-        pytest.fail("AIORING_TEST_PG_DSN is set but AIORING_TEST_PG_CA (the "
-                    "server's certificate, from servers.py) is not")
-    return ca
+    return servers_py_variable("AIORING_TEST_CA")
+
+
+@pytest.fixture(scope="session")
+def pg_socket_dir(pg_dsn):
+    return servers_py_variable("AIORING_TEST_PG_SOCKET_DIR")
 
 
 def unique(prefix):
@@ -55,6 +66,19 @@ async def test_connect_plain(pg_dsn):
     finally:
         await conn.close()
     assert conn.is_closed()
+
+
+async def test_connect_unix_socket(pg_dsn, pg_socket_dir):
+    parts = urllib.parse.urlsplit(pg_dsn)
+    conn = await asyncpg.connect(host=pg_socket_dir, port=parts.port,
+                                 user=parts.username, database="postgres")
+    try:
+        # no server address: the session is on the Unix socket
+        assert await conn.fetchval("SELECT inet_server_addr()") is None
+        rows = await conn.fetch("SELECT g FROM generate_series(1, 100000) g")
+        assert [r[0] for r in rows] == list(range(1, 100001))
+    finally:
+        await conn.close()
 
 
 async def test_connect_tls_verified_context(pg_dsn, pg_ca):
@@ -349,6 +373,41 @@ async def test_large_copy_tls(pg_dsn, pg_ca):
     try:
         assert (await ssl_in_use(conn))["ssl"] is True
         await check_copy(conn)
+    finally:
+        await conn.close()
+
+
+async def test_copy_out_slow_sink_and_aborted_copy(pg_dsn, pg_ca):
+    # asyncpg pauses reading after every chunk until the sink is done with
+    # it: a sink that takes its time, over TLS, must still see every byte
+    conn = await asyncpg.connect(pg_dsn, ssl=ssl.create_default_context(cafile=pg_ca))
+    try:
+        query = "SELECT g, md5(g::text) FROM generate_series(1, 100000) g"
+        want = "".join(f"{i}\t{hashlib.md5(str(i).encode()).hexdigest()}\n"
+                       for i in range(1, 100001)).encode()
+        chunks = []
+
+        async def slow_sink(chunk):
+            chunks.append(bytes(chunk))
+            if len(chunks) % 5 == 0:
+                await asyncio.sleep(0.005)
+
+        assert await conn.copy_from_query(query, output=slow_sink) == "COPY 100000"
+        assert b"".join(chunks) == want
+        # a sink that fails half way: the COPY is cancelled on the server,
+        # the error reaches the caller, the connection goes on
+        seen = []
+
+        async def failing_sink(chunk):
+            seen.append(len(chunk))
+            if sum(seen) > 200_000:
+                raise ValueError("sink is full")
+
+        with pytest.raises(ValueError, match="sink is full"):
+            await conn.copy_from_query(
+                "SELECT g, repeat('y', 200) FROM generate_series(1, 1000000) g",
+                output=failing_sink)
+        assert await conn.fetchval("SELECT 'after aborted copy'") == "after aborted copy"
     finally:
         await conn.close()
 

@@ -1,13 +1,16 @@
 """redis-py's asyncio client against a real Redis server, on the stock loop
 and on aioring.
 
-The server comes from tests/integration/servers.py (AIORING_TEST_REDIS_URL).
+The server comes from tests/integration/servers.py (AIORING_TEST_REDIS_URL;
+AIORING_TEST_REDIS_TLS_URL and AIORING_TEST_CA for its TLS port,
+AIORING_TEST_REDIS_SOCKET for its Unix socket).
 Every test here runs twice ([asyncio], [aioring]); each uses its own key
 prefix (and channel names), so runs never see each other's keys.
 """
 import asyncio
 import hashlib
 import os
+import ssl
 import time
 import uuid
 
@@ -15,6 +18,15 @@ import pytest
 
 redis_asyncio = pytest.importorskip("redis.asyncio")
 import redis.exceptions  # noqa: E402
+
+
+def servers_py_variable(name):
+    """Another of servers.py's exports: present whenever the URL is."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"AIORING_TEST_REDIS_URL is set but {name} (from "
+                    f"servers.py) is not")
+    return value
 
 
 def unique_prefix():
@@ -94,6 +106,57 @@ async def test_large_values(r):
     for i in range(20):
         await r.append(p + "grown", bytes([i]) * 100_000)
     assert await r.get(p + "grown") == b"".join(bytes([i]) * 100_000 for i in range(20))
+
+
+async def test_tls(redis_url):
+    url = servers_py_variable("AIORING_TEST_REDIS_TLS_URL")
+    ca = servers_py_variable("AIORING_TEST_CA")
+    prefix = unique_prefix()
+    async with redis_asyncio.from_url(url, ssl_ca_certs=ca, ssl_check_hostname=True) as client:
+        try:
+            info = await client.client_info()
+            assert int(info["laddr"].rsplit(":", 1)[1]) == int(url.rsplit(":", 1)[1].split("/")[0])
+            big = os.urandom(10 * 1024 * 1024)
+            await client.set(prefix + "big", big)
+            assert await client.get(prefix + "big") == big
+            async with client.pipeline(transaction=True) as pipe:
+                for i in range(300):
+                    pipe.incrby(prefix + "n", i)
+                assert (await pipe.execute())[-1] == 299 * 300 // 2
+            # concurrent commands: one TLS connection each
+            values = await asyncio.gather(*(client.echo(f"e{i}") for i in range(10)))
+            assert values == [f"e{i}".encode() for i in range(10)]
+        finally:
+            await client.delete(prefix + "big", prefix + "n")
+    # a client that does not trust the certificate is refused
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    bad = redis_asyncio.from_url(url, ssl_cert_reqs="required", retry=Retry(NoBackoff(), 0))
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError) as e:
+            await bad.ping()
+        assert isinstance(e.value.__cause__ or e.value.__context__, ssl.SSLCertVerificationError) \
+            or "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+    finally:
+        await bad.aclose()
+
+
+async def test_unix_socket(redis_url):
+    path = servers_py_variable("AIORING_TEST_REDIS_SOCKET")
+    prefix = unique_prefix()
+    async with redis_asyncio.Redis(unix_socket_path=path) as client:
+        try:
+            info = await client.client_info()
+            assert "U" in info["flags"] and info["laddr"].startswith(path)
+            big = os.urandom(4 * 1024 * 1024)
+            await client.set(prefix + "big", big)
+            assert await client.get(prefix + "big") == big
+            async with client.pipeline(transaction=False) as pipe:
+                for i in range(200):
+                    pipe.rpush(prefix + "l", i)
+                assert (await pipe.execute())[-1] == 200
+        finally:
+            await client.delete(prefix + "big", prefix + "l")
 
 
 async def test_pipeline_transaction(r):
