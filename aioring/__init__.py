@@ -50,15 +50,34 @@ def run(main, *, loop_factory=new_event_loop, debug=None, **run_kwargs):
         return runner.run(wrapper())
 
 
-# Event loop policies are deprecated from Python 3.14 on: loop_factory is the
-# way in, and the policy API is a thin extra where CPython still has it.
-if _sys.version_info < (3, 16) and hasattr(__asyncio, "DefaultEventLoopPolicy"):
+# Event loop policies are deprecated from Python 3.14 on (and go in 3.16):
+# loop_factory is the way in, and the policy API is a thin extra where
+# CPython still has it.  The policy class is made on first use, so that
+# importing aioring never touches asyncio.DefaultEventLoopPolicy (whose
+# access warns on 3.14).
+_POLICY_NAMES = ("EventLoopPolicy", "install")
 
-    class EventLoopPolicy(__asyncio.DefaultEventLoopPolicy):
-        """An event loop policy whose loops are aioring loops."""
+if _sys.version_info < (3, 16):
+    __all__ += _POLICY_NAMES
+
+
+def __getattr__(name):
+    base = None
+    if name in _POLICY_NAMES:
+        base = getattr(__asyncio, "DefaultEventLoopPolicy", None)
+    if base is None:
+        raise AttributeError(f"module 'aioring' has no attribute {name!r}")
+
+    class EventLoopPolicy(base):
+        """An event loop policy whose loops are aioring loops (like
+        asyncio.DefaultEventLoopPolicy otherwise: get_event_loop(),
+        set_event_loop() and threads behave the same)."""
 
         def _loop_factory(self):
             return new_event_loop()
+
+    EventLoopPolicy.__module__ = __name__
+    EventLoopPolicy.__qualname__ = "EventLoopPolicy"
 
     def install() -> None:
         """Make aioring the loop of asyncio.new_event_loop() and friends
@@ -67,7 +86,10 @@ if _sys.version_info < (3, 16) and hasattr(__asyncio, "DefaultEventLoopPolicy"):
             import warnings
             warnings.warn(
                 "aioring.install() is deprecated in favor of aioring.run()",
-                DeprecationWarning, stacklevel=1)
+                DeprecationWarning, stacklevel=2)
         __asyncio.set_event_loop_policy(EventLoopPolicy())
 
-    __all__ += ("EventLoopPolicy", "install")
+    install.__module__ = __name__
+    install.__qualname__ = "install"
+    globals().update(EventLoopPolicy=EventLoopPolicy, install=install)
+    return globals()[name]
