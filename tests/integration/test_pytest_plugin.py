@@ -329,6 +329,29 @@ def anyio_backend(request):
             assert loop == AIORING, nodeid
 
 
+def test_the_documented_conftest_snippets(suite, pytester):
+    # the two conftest.py snippets of docs/integrations/pytest.md, verbatim
+    root = os.path.dirname(os.path.dirname(aioring.__file__))
+    path = os.path.join(root, "docs", "integrations", "pytest.md")
+    if not os.path.exists(path):
+        pytest.skip("not a source checkout")
+    with open(path) as f:
+        blocks = f.read().split("```python\n")[1:]
+    blocks = [b.split("```")[0] for b in blocks]
+    hook = [b for b in blocks if "def pytest_asyncio_loop_factories" in b]
+    fixture = [b for b in blocks if "def anyio_backend" in b]
+    assert len(hook) == len(fixture) == 1
+    pytester.makeconftest(CONFTEST + hook[0] + fixture[0])
+    result, records = suite()
+    loops = _check_common(result, records, asyncio_ids=["[asyncio]", "[aioring]"],
+                          anyio_ids=["aioring"])
+    for nodeid, loop in loops.items():
+        if nodeid.endswith("[asyncio]"):
+            assert loop == STOCK, nodeid
+        elif nodeid.endswith("[aioring]"):
+            assert loop == AIORING, nodeid
+
+
 def test_bad_ini_value_is_a_usage_error(suite):
     result, records = suite(ini="aioring_loop = yes")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
