@@ -29,6 +29,7 @@ What it changes when on:
 See docs/integrations/pytest.md.
 """
 import asyncio
+import types
 
 import pytest
 
@@ -109,12 +110,15 @@ def _anyio_backends(mode):
 
 
 def _anyio_plugin(mode):
-    class _AnyioBackend:
-        @pytest.fixture(scope="module", params=_anyio_backends(mode))
-        def anyio_backend(self, request):
-            return request.param
+    # a module object holds the fixture (pytest 9.2 deprecates module-scoped
+    # fixtures that are methods of an instance)
+    @pytest.fixture(scope="module", params=_anyio_backends(mode))
+    def anyio_backend(request):
+        return request.param
 
-    return _AnyioBackend()
+    plugin = types.ModuleType(f"{__name__}._anyio_backend")
+    plugin.anyio_backend = anyio_backend
+    return plugin
 
 
 def pytest_configure(config):
