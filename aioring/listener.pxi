@@ -1,9 +1,20 @@
 # Listening sockets: a server's accept loop on the ring.
 #
-# One multishot accept stays armed per listening socket (through its
-# fixed-file slot when it has one); each completion is a new connection,
-# handed to asyncio's own _accept_connection2 as the stock loop does.  The
-# accept is re-armed when a completion ends it (no IORING_CQE_F_MORE).
+# One accept stays armed per listening socket (through its fixed-file slot
+# when it has one); each completion is a new connection, handed to asyncio's
+# own _accept_connection2 as the stock loop does.  The accept is re-armed
+# when a completion ends it (no IORING_CQE_F_MORE).
+#
+# The accept is single-shot unless AIORING_ACCEPT_MULTISHOT=1.  io_uring
+# waits for a connection with an exclusive wait entry on the listening
+# socket, and the kernel wakes the first exclusive waiter in its queue.  A
+# multishot accept's entry stays where it is, at the head, so of several
+# processes sharing the socket (gunicorn -w N, uvicorn --workers N, any
+# fork-after-listen server) the first to arm took every connection, even
+# while busy.  A single-shot accept's entry goes away with its completion
+# and the re-armed one queues behind the other processes': they take turns,
+# and a process only takes a connection when its loop comes round, as with
+# the stock loop's accept on readiness.
 # When descriptors run out (EMFILE and friends) the listener reports it to
 # the exception handler and tries again ACCEPT_RETRY_DELAY later, as asyncio.
 

@@ -146,7 +146,11 @@ cdef class BaseLoop:
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.spare_bytes = SpareBytes.__new__(SpareBytes)
         self.recv_multishot = _feature_on('AIORING_RECV_MULTISHOT')
-        self.accept_multishot = True
+        # Single-shot accepts by default: a multishot accept keeps its wait
+        # entry at the head of the listening socket's queue, and with
+        # exclusive wakeups one process sharing the socket (gunicorn -w N,
+        # uvicorn --workers N) took every connection (listener.pxi)
+        self.accept_multishot = os.environ.get('AIORING_ACCEPT_MULTISHOT', '0') == '1'
         self.sock_stash = weakref.WeakKeyDictionary()
         self.sock_receiving = weakref.WeakKeyDictionary()
         self.accept_stash = weakref.WeakKeyDictionary()
@@ -892,8 +896,8 @@ cdef class BaseLoop:
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
                        backlog=100, ssl_handshake_timeout=_constants.SSL_HANDSHAKE_TIMEOUT,
                        ssl_shutdown_timeout=_constants.SSL_SHUTDOWN_TIMEOUT):
-        # backlog: asyncio accepts at most this many per readiness event; a
-        # multishot accept has no such batches
+        # backlog: asyncio accepts at most this many per readiness event;
+        # aioring's accept takes one connection per completion
         cdef Listener listener
         self._check_closed_fast()       # as asyncio's _add_reader()
         listener = Listener.__new__(Listener)

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -1071,3 +1072,48 @@ async def test_wrong_arguments_same_as_stock(sdir):
     assert rec["userve_path_and_sock"][0] == "ValueError"
     assert rec["conn_ssl_none"] == rec["serve_ssl_none"] == rec["uconn_ssl_none"] == "ok"
     assert rec["serve_ssl_false"][0] == "TypeError"
+
+
+def test_processes_sharing_a_listening_socket_take_turns(loop_name):
+    """Two forked processes serve one listening socket, as gunicorn -w 2 or
+    uvicorn --workers 2 do: both get connections.  (A multishot accept kept
+    its wait entry at the head of the socket's queue and the first process
+    took all 100 connections, the other none.)"""
+    from conftest import LOOP_FACTORIES
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.setblocking(False)
+    port = lsock.getsockname()[1]
+    children = []
+    try:
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 1
+                try:
+                    async def main():
+                        async def handle(reader, writer):
+                            writer.write(str(os.getpid()).encode())
+                            await writer.drain()
+                            writer.close()
+                        await asyncio.start_server(handle, sock=lsock)
+                        await asyncio.sleep(30)
+                    with asyncio.Runner(loop_factory=LOOP_FACTORIES[loop_name]) as r:
+                        r.run(main())
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        counts = {}
+        for i in range(100):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                who = b""
+                while chunk := c.recv(100):
+                    who += chunk
+            counts[int(who)] = counts.get(int(who), 0) + 1
+            time.sleep(0.002)
+        assert set(counts) <= set(children)
+        assert len(counts) == 2 and min(counts.values()) >= 5, counts
+    finally:
+        lsock.close()
+        for pid in children:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
