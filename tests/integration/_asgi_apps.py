@@ -16,6 +16,7 @@
 """
 import asyncio
 import hashlib
+import os
 import sys
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -42,6 +43,7 @@ def loop_info():
         "loop_module": type(asyncio.get_running_loop()).__module__,
         "loop_class": type(asyncio.get_running_loop()).__name__,
         "aioring_file": getattr(aioring, "__file__", None),
+        "pid": os.getpid(),
     }
 
 
