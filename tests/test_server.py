@@ -1079,7 +1079,9 @@ def test_processes_sharing_a_listening_socket_take_turns(loop_name):
     uvicorn --workers 2 do: both get connections.  (A multishot accept kept
     its wait entry at the head of the socket's queue and the first process
     took all 100 connections, the other none.)"""
-    from conftest import LOOP_FACTORIES
+    import aioring
+    factory = {"asyncio": asyncio.SelectorEventLoop,
+               "aioring": aioring.new_event_loop}[loop_name]
     lsock = socket.create_server(("127.0.0.1", 0))
     lsock.setblocking(False)
     port = lsock.getsockname()[1]
@@ -1097,7 +1099,7 @@ def test_processes_sharing_a_listening_socket_take_turns(loop_name):
                             writer.close()
                         await asyncio.start_server(handle, sock=lsock)
                         await asyncio.sleep(30)
-                    with asyncio.Runner(loop_factory=LOOP_FACTORIES[loop_name]) as r:
+                    with asyncio.Runner(loop_factory=factory) as r:
                         r.run(main())
                 finally:
                     os._exit(code)
