@@ -355,6 +355,7 @@ cdef class BaseLoop:
         bint sleeping
         bint wakeup_written
         uint64_t wakeup_writes  # eventfd writes made by _wake (statistics)
+        uint64_t cq_overflows   # drains that found the kernel holding completions
         InternalRead wakeup_op
 
         # signals: the wake-up fd given to signal.set_wakeup_fd

@@ -108,6 +108,20 @@ include "subprocess.pxi"
 include "tls.pxi"
 
 
+def _ring_entries():
+    # AIORING_RING_ENTRIES=SQ[,CQ] (tests: a tiny ring makes the CQ overflow;
+    # the CQ defaults to 8x the SQ, as without the variable)
+    value = os.environ.get('AIORING_RING_ENTRIES')
+    if not value:
+        return SQ_ENTRIES, CQ_ENTRIES
+    parts = [int(v) for v in value.split(',')]
+    sq = parts[0]
+    cq = parts[1] if len(parts) > 1 else 8 * sq
+    if not ar_ring_sizes_valid(sq, cq):
+        raise ValueError(f'AIORING_RING_ENTRIES={value!r}: not sizes io_uring takes')
+    return sq, cq
+
+
 cdef bint _feature_on(str variable):
     # AIORING_FIXED_FILES, AIORING_RECV_MULTISHOT, AIORING_BUFFER_RING,
     # AIORING_DEFER_TASKRUN: =0 makes the loop take the path it takes on a
@@ -198,7 +212,8 @@ cdef class BaseLoop:
         cdef unsigned want = AR_WANT_NO_SQARRAY | AR_WANT_DISABLED
         if _feature_on('AIORING_DEFER_TASKRUN'):
             want |= AR_WANT_DEFER_TASKRUN
-        ret = ar_ring_init(&self.ring, SQ_ENTRIES, CQ_ENTRIES, want)
+        sq, cq = _ring_entries()
+        ret = ar_ring_init(&self.ring, sq, cq, want)
         if ret < 0:
             raise setup_error(-ret)
         self.ring_live = True
@@ -559,6 +574,7 @@ cdef class BaseLoop:
                 if ar_cq_overflowed(ring):
                     # completions the CQ had no room for: have the kernel
                     # move them in, then go on
+                    self.cq_overflows += 1
                     ar_ring_get_events(ring)
                     if ar_cq_head(ring) != ar_cq_tail(ring):
                         continue
@@ -1169,6 +1185,7 @@ cdef class BaseLoop:
             'submitted': self.ring.n_submitted,
             'inflight': self.inflight,
             'wakeup_writes': self.wakeup_writes,
+            'cq_overflows': self.cq_overflows,
             'fixed_files': self.files.enabled,
             'fixed_files_size': self.files.size,
             'fixed_files_in_use': self.files.in_use,

