@@ -19,6 +19,8 @@ provided-buffer ring running dry, a CQ overflow) are `test_aioring_only_*`.
   keeps running.
 """
 import asyncio
+import errno
+import os
 import random
 import re
 import socket
@@ -27,7 +29,7 @@ import threading
 import pytest
 
 import aioring
-from _stream_helpers import count_fds, nofile_at_least, until
+from _stream_helpers import count_fds, nofile_at_least, same_as_stock, until
 
 
 # ---- CQ overflow at the loop level (aioring only) ---------------------------
@@ -275,3 +277,228 @@ def test_check_prefixes_itself():
         _check_prefixes(b"".join(p[:1] + p[2:]), p, [True] * 600)
     with pytest.raises(AssertionError):        # out of order
         _check_prefixes(b"".join([p[0], p[2], p[1]] + p[3:]), p, [True, False, False] + [True] * 597)
+
+
+# ---- EMFILE on accept -------------------------------------------------------------
+
+class EchoProto(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t
+
+    def data_received(self, data):
+        self.t.write(data)
+
+
+def _context_record(ctx):
+    exc = ctx.get("exception")
+    return (ctx["message"], type(exc).__name__, getattr(exc, "errno", None),
+            sorted(ctx))
+
+
+async def test_emfile_on_accept_then_serves_again():
+    import resource
+    loop = asyncio.get_running_loop()
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+    srv = await loop.create_server(EchoProto, "127.0.0.1", 0, backlog=10)
+    addr = srv.sockets[0].getsockname()
+    await asyncio.sleep(0.01)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    clients = [socket.socket() for _ in range(3)]
+    fillers = []
+    try:
+        # descriptors run out: the lowest free numbers are taken up to a
+        # limit just above the highest in use
+        highest = max(map(int, os.listdir("/proc/self/fd")))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
+        while True:
+            try:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError as e:
+                assert e.errno == errno.EMFILE
+                break
+        for c in clients:
+            c.connect(addr)         # completes in the backlog; accept() fails
+        await until(lambda: reports, timeout=5)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        for i, c in enumerate(clients):
+            c.setblocking(False)
+            msg = b"hello %d" % i
+            await loop.sock_sendall(c, msg)
+            got = b""
+            while len(got) < len(msg):
+                got += await asyncio.wait_for(loop.sock_recv(c, 100), 5)
+            assert got == msg
+    finally:
+        for c in clients:
+            c.close()
+        srv.close()
+        await srv.wait_closed()
+    records = {_context_record(ctx)[:3] for ctx in reports}
+    assert records == {("socket.accept() out of system resource", "OSError", errno.EMFILE)}
+    assert all(sorted(ctx) == ["exception", "message", "socket"] for ctx in reports)
+    assert all(ctx["socket"].fileno() == -1 or isinstance(ctx["socket"], asyncio.trsock.TransportSocket)
+               for ctx in reports)
+    assert str(reports[0]["exception"]) == "[Errno 24] Too many open files"
+
+
+# ---- exceptions in protocol callbacks --------------------------------------------
+
+class Boom(Exception):
+    pass
+
+
+def _norm(text):
+    # reprs name each loop's own classes and addresses
+    text = re.sub(r"0x[0-9a-f]+", "0x", text)
+    text = re.sub(r"<[^<>]*(<[^<>]*>[^<>]*)*>", "<>", text)
+    # the handle's callback is a method of each loop's own transport class
+    return re.sub(r"callback \w+\.(\w+)", r"callback <transport>.\1", text)
+
+
+def _ctx(ctx):
+    exc = ctx.get("exception")
+    return (_norm(ctx["message"]).split("(")[0], type(exc).__name__,
+            tuple(sorted(k for k in ctx if k not in ("handle", "transport", "protocol"))),
+            "protocol" in ctx or "handle" in ctx)
+
+
+def _raising(base, name):
+    def method(self, *args):
+        if name in ("get_buffer",):
+            if self.raised:
+                return bytearray(100)
+        self.raised = True
+        raise Boom(name)
+    return type("Raising_" + name, (base,), {name: method, "raised": False})
+
+
+STREAM_CALLBACKS = [
+    (asyncio.Protocol, "connection_made"),
+    (asyncio.Protocol, "data_received"),
+    (asyncio.Protocol, "eof_received"),
+    (asyncio.Protocol, "connection_lost"),
+    (asyncio.BufferedProtocol, "get_buffer"),
+    (asyncio.BufferedProtocol, "buffer_updated"),
+]
+
+
+async def _stream_callback_raises(base, name):
+    loop = asyncio.get_running_loop()
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(_ctx(ctx)))
+    cls = _raising(base, name)
+    if base is asyncio.BufferedProtocol and name != "get_buffer":
+        cls.get_buffer = lambda self, n: bytearray(100)
+    srv = await loop.create_server(cls, "127.0.0.1", 0)
+    addr = srv.sockets[0].getsockname()
+    r, w = await asyncio.open_connection(*addr)
+    w.write(b"x")
+    await asyncio.sleep(0.05)
+    w.write_eof()
+    await asyncio.sleep(0.05)
+    w.close()
+    await asyncio.sleep(0.05)
+    # the loop goes on: an echo on a new server
+    srv2 = await loop.create_server(EchoProto, "127.0.0.1", 0)
+    r2, w2 = await asyncio.open_connection(*srv2.sockets[0].getsockname())
+    w2.write(b"ping")
+    echoed = await asyncio.wait_for(r2.readexactly(4), 5)
+    w2.close()
+    srv.close()
+    srv2.close()
+    await asyncio.sleep(0.05)
+    return reports, echoed
+
+
+@pytest.mark.parametrize("base,name", STREAM_CALLBACKS,
+                         ids=[f"{b.__name__}.{n}" for b, n in STREAM_CALLBACKS])
+async def test_exception_in_stream_callback(base, name):
+    reports, echoed = await same_as_stock(_stream_callback_raises, base, name)
+    assert echoed == b"ping"
+    assert reports and all(r[1] == "Boom" for r in reports)
+
+
+async def _echo_still_works():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(EchoProto, "127.0.0.1", 0)
+    r, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
+    w.write(b"ping")
+    echoed = await asyncio.wait_for(r.readexactly(4), 5)
+    w.close()
+    srv.close()
+    await asyncio.sleep(0.02)
+    return echoed
+
+
+async def _other_callback_raises(kind, name):
+    loop = asyncio.get_running_loop()
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(_ctx(ctx)))
+    if kind == "datagram":
+        cls = _raising(asyncio.DatagramProtocol, name)
+        if name == "datagram_received":
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.bind(("127.0.0.1", 0))
+            t, p = await loop.create_datagram_endpoint(cls, local_addr=("127.0.0.1", 0))
+            for i in range(2):
+                peer.sendto(b"d%d" % i, t.get_extra_info("sockname"))
+                await asyncio.sleep(0.05)
+            peer.close()
+        else:
+            # a connected socket whose peer is gone: ECONNREFUSED
+            gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            gone.bind(("127.0.0.1", 0))
+            addr = gone.getsockname()
+            gone.close()
+            t, p = await loop.create_datagram_endpoint(cls, remote_addr=addr)
+            for i in range(2):
+                t.sendto(b"x")
+                await asyncio.sleep(0.05)
+        t.close()
+    elif kind == "pipe":
+        cls = _raising(asyncio.Protocol, name)
+        rfd, wfd = os.pipe()
+        t, p = await loop.connect_read_pipe(cls, os.fdopen(rfd, "rb", 0))
+        for i in range(2):
+            os.write(wfd, b"x")
+            await asyncio.sleep(0.05)
+        os.close(wfd)
+        await asyncio.sleep(0.05)
+        t.close()
+    else:
+        import sys
+        cls = _raising(asyncio.SubprocessProtocol, name)
+        t, p = await loop.subprocess_exec(
+            cls, sys.executable, "-c", "import sys; sys.stdout.write('out'); sys.stdout.flush()",
+            stdin=None, stderr=None)
+        for _ in range(100):
+            if t.get_returncode() is not None:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        t.close()
+    await asyncio.sleep(0.05)
+    return reports, await _echo_still_works()
+
+
+OTHER_CALLBACKS = [
+    ("datagram", "datagram_received"),
+    ("datagram", "error_received"),
+    ("pipe", "data_received"),
+    ("pipe", "eof_received"),
+    ("subprocess", "pipe_data_received"),
+    ("subprocess", "pipe_connection_lost"),
+    ("subprocess", "process_exited"),
+]
+
+
+@pytest.mark.parametrize("kind,name", OTHER_CALLBACKS, ids=[f"{k}.{n}" for k, n in OTHER_CALLBACKS])
+async def test_exception_in_other_callback(kind, name):
+    reports, echoed = await same_as_stock(_other_callback_raises, kind, name)
+    assert echoed == b"ping"
+    assert reports and all(r[1] == "Boom" for r in reports)
