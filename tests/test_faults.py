@@ -29,7 +29,7 @@ import threading
 import pytest
 
 import aioring
-from _stream_helpers import count_fds, nofile_at_least, same_as_stock, until
+from _stream_helpers import is_aioring, count_fds, nofile_at_least, same_as_stock, until
 
 
 # ---- CQ overflow at the loop level (aioring only) ---------------------------
@@ -502,3 +502,67 @@ async def test_exception_in_other_callback(kind, name):
     reports, echoed = await same_as_stock(_other_callback_raises, kind, name)
     assert echoed == b"ping"
     assert reports and all(r[1] == "Boom" for r in reports)
+
+
+# ---- transports collected without close() ---------------------------------------------
+
+def _warning_texts(caught):
+    return sorted((w.category.__name__, str(w.message).split("<")[0].strip(),
+                   str(w.message).split("<")[1].split()[0] if "<" in str(w.message) else "")
+                  for w in caught)
+
+
+def test_transport_collected_without_close_warns(any_loop):
+    # A transport nobody holds is garbage once the loop no longer reads from
+    # it (paused): it warns as the stock transport does (asyncio's own
+    # __del__: "unclosed transport <...>", and the socket's own warning) and
+    # its descriptor is closed.  One that reads is held by the loop on both
+    # (the stock loop's selector, aioring's receive) and keeps working.
+    import gc
+    import warnings
+    loop = any_loop
+    srv_side = []
+    got = []
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, t):
+            srv_side.append(t)
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(data)
+
+    async def open_some():
+        srv = await loop.create_server(Keep, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        for _ in range(3):
+            t, _ = await loop.create_connection(asyncio.Protocol, *addr)
+            t.pause_reading()
+        await loop.create_connection(Reader, *addr)
+        await until(lambda: len(srv_side) == 4)
+        await asyncio.sleep(0.02)
+        return srv
+
+    gc.collect()        # earlier tests' garbage
+    srv = loop.run_until_complete(open_some())
+    fds = count_fds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        gc.collect()
+    texts = _warning_texts(caught)
+    transport_class = "_SocketTransport" if is_aioring(loop) else "_SelectorSocketTransport"
+    assert texts == ([("ResourceWarning", "unclosed", "socket.socket")] * 3 +
+                     [("ResourceWarning", "unclosed transport", transport_class)] * 3), texts
+    loop.run_until_complete(asyncio.sleep(0.05))
+    # the three sockets, and their server sides, which saw the EOF and closed
+    assert count_fds() == fds - 6
+    # the reading one still receives
+    srv_side[3].write(b"still here")
+    loop.run_until_complete(until(lambda: b"".join(got) == b"still here"))
+    for t in srv_side:
+        t.close()
+    srv.close()
+    loop.run_until_complete(srv.wait_closed())
+    loop.run_until_complete(asyncio.sleep(0.02))
