@@ -1155,6 +1155,10 @@ cdef class BaseLoop:
         self._drop_send_queue()
         self.readers.clear()
         self.writers.clear()
+        # A closed loop holds no server's listening socket (the stock loop's
+        # closed selector holds none either): a transport kept alive (by a
+        # ResourceWarning's source, say) must not keep the port open.
+        self.listeners.clear()
         self.poll_queue = []
         if self.epoll_probe is not None:
             self.epoll_probe.close()

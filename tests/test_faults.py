@@ -566,3 +566,82 @@ def test_transport_collected_without_close_warns(any_loop):
     srv.close()
     loop.run_until_complete(srv.wait_closed())
     loop.run_until_complete(asyncio.sleep(0.02))
+
+
+# ---- loop.close() with requests in flight ------------------------------------------
+
+def _close_with_requests_in_flight(make):
+    import concurrent.futures
+    import gc
+    import logging
+    import time
+    import warnings
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            logged.append(_norm(record.getMessage()).split(" <")[0].split("\n")[0])
+
+    logged = []
+    handler = Catch()
+    logging.getLogger("asyncio").addHandler(handler)
+    gc.collect()
+    fds = count_fds()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loop = make()
+            executor = concurrent.futures.ThreadPoolExecutor(1)
+            loop.set_default_executor(executor)
+            keep = []
+
+            async def main():
+                srv = await loop.create_server(EchoProto, "127.0.0.1", 0)
+                addr = srv.sockets[0].getsockname()
+                r, w = await asyncio.open_connection(*addr)     # a read pending
+                a, b = socket.socketpair()
+                a.setblocking(False)
+                lsock = socket.socket()
+                lsock.bind(("127.0.0.1", 0))
+                lsock.listen()
+                lsock.setblocking(False)
+                # a send in flight: a peer that does not read
+                sink = socket.socket()
+                sink.bind(("127.0.0.1", 0))
+                sink.listen()
+                t, p = await loop.create_connection(asyncio.Protocol, *sink.getsockname())
+                t.write(b"x" * (8 << 20))
+                keep.extend([srv, r, w, a, b, lsock, sink, t,
+                             loop.create_task(loop.sock_recv(a, 100)),
+                             loop.create_task(loop.sock_accept(lsock)),
+                             loop.create_task(r.read(100)),
+                             loop.run_in_executor(None, time.sleep, 0.2),
+                             loop.call_later(100, print)])
+                await asyncio.sleep(0.05)
+                loop.call_soon(loop.stop)
+                await loop.create_future()              # never
+
+            keep.append(loop.create_task(main()))
+            loop.run_forever()
+            loop.close()
+            executor.shutdown(wait=True)
+            for x in keep:
+                if isinstance(x, socket.socket):
+                    x.close()
+            del keep, loop, main
+            gc.collect()
+            gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    warned = sorted({(w.category.__name__, str(w.message).split("<")[0].strip()) for w in caught})
+    return warned, sorted(set(logged)), count_fds() - fds
+
+
+def test_close_with_requests_in_flight():
+    # Descriptors are counted while the recorded warnings still hold their
+    # sources (the unclosed transports, and through them the closed loop):
+    # aioring's closed loop held the server's listening socket then (its
+    # listener table), the stock loop's does not.
+    stock = _close_with_requests_in_flight(asyncio.SelectorEventLoop)
+    mine = _close_with_requests_in_flight(aioring.new_event_loop)
+    assert mine == stock
+    assert stock[2] == 0
