@@ -8,10 +8,12 @@
 # next pass over the CQ, and an idle connection holds none.
 #
 # The ring has room for RECV_BUFFERS_MAX buffers; RECV_BUFFERS_START are
-# provided at first (AIORING_RECV_BUFFERS overrides it: tests use 1 to make
-# the pool run dry) and twice as many each time the kernel runs out (a recv
-# then ends with ENOBUFS and is re-armed).  Memory is reserved up front but becomes
-# resident only as buffers are provided.
+# provided at first and twice as many each time the kernel runs out (a recv
+# then ends with ENOBUFS and is re-armed; at the maximum the data waits in
+# the socket until buffers come back).  Memory is reserved up front but
+# becomes resident only as buffers are provided.  Tests make the pool run
+# dry with AIORING_RECV_BUFFERS (the start, e.g. 1) and
+# AIORING_RECV_BUFFERS_MAX (a power of two: the most there will ever be).
 
 cdef unsigned RECV_BUFFER_SIZE = 64 * 1024
 cdef unsigned RECV_BUFFERS_START = 64
@@ -34,8 +36,9 @@ cdef class RecvBuffers:
             self.error = -EOPNOTSUPP
             return self.error
         start = int(os.environ.get('AIORING_RECV_BUFFERS', RECV_BUFFERS_START))
-        ret = ar_bufring_setup(ring, &self.br, RECV_BUFFER_GROUP, RECV_BUFFERS_MAX,
-                               RECV_BUFFER_SIZE, max(1, min(start, RECV_BUFFERS_MAX)))
+        most = int(os.environ.get('AIORING_RECV_BUFFERS_MAX', RECV_BUFFERS_MAX))
+        ret = ar_bufring_setup(ring, &self.br, RECV_BUFFER_GROUP, most,
+                               RECV_BUFFER_SIZE, max(1, min(start, most)))
         if ret < 0:
             self.error = ret
             return ret

@@ -105,6 +105,80 @@ def test_aioring_only_cq_overflow_loses_no_completion(monkeypatch, entries, defe
     assert info["cq_overflows"] > 0
 
 
+# ---- the provided-buffer ring runs dry (aioring only) ----------------------
+
+class Reader(asyncio.Protocol):
+    """Keeps what it receives; `kind` 'paused' starts paused and resumes a
+    while later, 'slow' pauses after each chunk for a millisecond or two."""
+    conns = []
+
+    def __init__(self):
+        self.data = bytearray()
+        self.kind = ("normal", "paused", "slow")[len(Reader.conns) % 3]
+        Reader.conns.append(self)
+
+    def connection_made(self, t):
+        self.t = t
+        if self.kind == "paused":
+            t.pause_reading()
+            asyncio.get_running_loop().call_later(0.3, t.resume_reading)
+
+    def data_received(self, data):
+        self.data += data
+        if self.kind == "slow":
+            self.t.pause_reading()
+            asyncio.get_running_loop().call_later(
+                random.uniform(0.001, 0.002), self.t.resume_reading)
+
+
+@pytest.mark.parametrize("multishot", ["1", "0"], ids=["multishot", "single-shot"])
+def test_aioring_only_exhausted_buffer_ring_loses_nothing(monkeypatch, multishot):
+    # A pool of one buffer that may grow to four, 150 connections receiving
+    # at once, a third of them paused and a third pausing after each chunk:
+    # receives end with ENOBUFS over and over, and every connection still
+    # gets every byte, in order.
+    monkeypatch.setenv("AIORING_RECV_BUFFERS", "1")
+    monkeypatch.setenv("AIORING_RECV_BUFFERS_MAX", "4")
+    monkeypatch.setenv("AIORING_RECV_MULTISHOT", multishot)
+    n = 150
+    nofile_at_least(2 * n + 100)
+    rnd = random.Random(8)
+    payloads = [b"".join(rnd.randbytes(rnd.randrange(1, 64 * 1024)) for _ in range(3))
+                for _ in range(n)]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        Reader.conns = []
+        srv = await loop.create_server(Reader, "127.0.0.1", 0, backlog=n + 50)
+        addr = srv.sockets[0].getsockname()
+        clients = [socket.create_connection(addr) for _ in range(n)]
+        try:
+            await until(lambda: len(Reader.conns) == n)
+            by_peer = {r.t.get_extra_info("peername"): r for r in Reader.conns}
+            readers = [by_peer[c.getsockname()] for c in clients]
+
+            def send_all():
+                for c, p in zip(clients, payloads):
+                    c.sendall(p)
+            sender = threading.Thread(target=send_all)
+            sender.start()
+            await until(lambda: all(len(r.data) == len(p) for r, p in zip(readers, payloads)),
+                        timeout=60)
+            sender.join()
+            return [bytes(r.data) == p for r, p in zip(readers, payloads)], loop._ring_info()
+        finally:
+            for c in clients:
+                c.close()
+            srv.close()
+            await srv.wait_closed()
+
+    same, info = aioring.run(main())
+    assert all(same)
+    assert info["recv_buffer_ring"] and info["recv_buffers_provided"] == 4
+    assert info["recv_enobufs"] > 0
+    assert info["recv_multishot"] is (multishot == "1")
+
+
 def test_aioring_only_ring_entries_checked(monkeypatch):
     monkeypatch.setenv("AIORING_RING_ENTRIES", "8,2")     # CQ smaller than SQ
     with pytest.raises(ValueError, match="AIORING_RING_ENTRIES"):
