@@ -399,6 +399,7 @@ cdef class BaseLoop:
 
     cdef double _time(self)
     cdef _check_closed_fast(self)
+    cdef int _check_fork(self) except -1
     cdef _check_thread_fast(self)
     cdef Handle _call_soon(self, object callback, object args, object context)
     cdef TimerHandle _call_at(self, double when, object callback, object args, object context)

@@ -251,6 +251,16 @@ cdef class BaseLoop:
     cdef _check_closed_fast(self):
         if self._closed:
             raise RuntimeError('Event loop is closed')
+        if ar_ring_forked(&self.ring):
+            raise _forked_error(self.pid)
+
+    cdef int _check_fork(self) except -1:
+        # After fork() the ring (and its queues, mapped shared) is the
+        # parent's: a child that uses this loop gets an error, never a write
+        # into the parent's ring (docs/differences.md).
+        if ar_ring_forked(&self.ring):
+            raise _forked_error(self.pid)
+        return 0
 
     def _check_closed(self):
         self._check_closed_fast()
@@ -930,6 +940,7 @@ cdef class BaseLoop:
         listener.start()
 
     def _stop_listening(self, sock):
+        self._check_fork()
         fd = sock.fileno()
         listener = self.listeners.pop(fd, None) if fd >= 0 else None
         if listener is None:
@@ -1022,11 +1033,8 @@ cdef class BaseLoop:
     # -- running ----------------------------------------------------------------
 
     cdef _prepare_ring_for_thread(self):
-        if getpid() != self.pid:
-            raise RuntimeError(
-                f'aioring: this event loop was created in process {self.pid} and '
-                f'cannot be used after fork(); create a new loop in the child '
-                f'(aioring.new_event_loop())')
+        if getpid() != self.pid or ar_ring_forked(&self.ring):
+            raise _forked_error(self.pid)
         # The kernel's thread id, not threading.get_ident(): a new thread may
         # get an exited thread's get_ident(), but not its task.
         ident = _get_native_id()
@@ -1122,7 +1130,8 @@ cdef class BaseLoop:
         cdef int rounds = 0
         if not self.ring_live:
             return
-        can_drive = (getpid() == self.pid and
+        forked = getpid() != self.pid or ar_ring_forked(&self.ring)
+        can_drive = (not forked and
                      (not self.ring.enabled or self.ring_thread is None or
                       self.ring_thread == _get_native_id()))
         if not self.ring.enabled:
@@ -1147,7 +1156,9 @@ cdef class BaseLoop:
                 rounds += 1
         # whatever is still in flight (forked child, foreign thread, a stuck
         # request) keeps its buffer for good
-        if any(isinstance(op, RecvSelectOp) for op in self._user_ops()):
+        # (a forked child leaves the buffer ring registered: it is the
+        # parent's)
+        if forked or any(isinstance(op, RecvSelectOp) for op in self._user_ops()):
             self.recv_buffers.forget()
         else:
             self.recv_buffers.free(&self.ring)
@@ -1199,6 +1210,13 @@ cdef class BaseLoop:
             'spare_bytes_total': self.spare_bytes.total,
             **self.recv_buffers.info(),
         }
+
+
+def _forked_error(pid):
+    return RuntimeError(
+        f'aioring: this event loop was created in process {pid} and '
+        f'cannot be used after fork(); create a new loop in the child '
+        f'(aioring.new_event_loop())')
 
 
 def _timer_key(TimerHandle t):

@@ -168,6 +168,11 @@ cdef class PollOp(Operation):
 cdef inline io_uring_sqe *acquire_sqe(ar_ring *ring) except NULL:
     cdef io_uring_sqe *sqe = ar_get_sqe(ring)
     if sqe == NULL:
+        if ar_ring_forked(ring):
+            raise RuntimeError(
+                'aioring: this event loop\'s io_uring belongs to the process that '
+                'created it and cannot be used after fork(); create a new loop '
+                'in the child (aioring.new_event_loop())')
         raise RuntimeError('io_uring submission queue is full and could not be flushed')
     return sqe
 

@@ -282,6 +282,8 @@ cdef class SocketStream:
         # else: reading stops here (no recv is armed after EOF)
 
     def pause_reading(self):
+        if self.ring_loop is not None:
+            self.ring_loop._check_fork()    # (a forked child: RuntimeError)
         if self.closing or self.paused:
             return
         self.paused = True
@@ -290,6 +292,8 @@ cdef class SocketStream:
             _logger.debug("%r pauses reading", self.transport)
 
     def resume_reading(self):
+        if self.ring_loop is not None:
+            self.ring_loop._check_fork()    # (a forked child: RuntimeError)
         if self.closing or not self.paused:
             return
         self.paused = False
@@ -303,6 +307,8 @@ cdef class SocketStream:
     # -- sending -----------------------------------------------------------
 
     cdef int _write(self, object data) except -1:
+        if self.ring_loop is not None:
+            self.ring_loop._check_fork()    # (a forked child: RuntimeError)
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f'data argument must be a bytes-like object, '
@@ -362,6 +368,8 @@ cdef class SocketStream:
             self.loop._queue_stream_send(self)
 
     def writelines(self, list_of_data):
+        if self.ring_loop is not None:
+            self.ring_loop._check_fork()    # (a forked child: RuntimeError)
         if not _WRITELINES_OWN:
             # 3.11: asyncio.WriteTransport's
             self._write(b''.join(list_of_data))
@@ -439,6 +447,8 @@ cdef class SocketStream:
             self.sock.shutdown(socket.SHUT_WR)
 
     def write_eof(self):
+        if self.ring_loop is not None:
+            self.ring_loop._check_fork()    # (a forked child: RuntimeError)
         if self.closing or self.eof:
             return
         self.eof = True
@@ -493,6 +503,8 @@ cdef class SocketStream:
     # -- closing -------------------------------------------------------------
 
     def close(self):
+        if self.ring_loop is not None:
+            self.ring_loop._check_fork()    # (a forked child: RuntimeError)
         if self.closing:
             return
         self.closing = True
@@ -503,6 +515,8 @@ cdef class SocketStream:
             self.loop.call_soon(self._call_connection_lost, None)
 
     def abort(self):
+        if self.ring_loop is not None:
+            self.ring_loop._check_fork()    # (a forked child: RuntimeError)
         if self.wbuf and self.sock is not None and not self.conn_lost and not (
                 self.send_op is not None and self.send_op.in_flight):
             # Written in this iteration and not yet handed to the kernel:

@@ -31,6 +31,7 @@ cdef extern from "uring.h" nogil:
         unsigned setup_flags
         unsigned features
         int enabled
+        unsigned fork_gen
         unsigned sq_entries
         unsigned cq_entries
         unsigned *sq_kflags
@@ -131,6 +132,7 @@ cdef extern from "uring.h" nogil:
     unsigned ar_sq_space(const ar_ring *r)
     unsigned ar_sq_pending(const ar_ring *r)
     io_uring_sqe *ar_get_sqe(ar_ring *r)
+    bint ar_ring_forked(const ar_ring *r)
     void ar_prep_nop(io_uring_sqe *sqe, uint64_t user_data)
     void ar_prep_read(io_uring_sqe *sqe, int fd, void *buf, unsigned len,
                       uint64_t off, uint64_t user_data)

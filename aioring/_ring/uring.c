@@ -6,11 +6,24 @@
 #include "uring.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+volatile unsigned ar_fork_generation;
+
+static void fork_child(void)
+{
+    ar_fork_generation++;
+}
+
+static void register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, fork_child);
+}
 
 #ifndef __NR_io_uring_setup
 #define __NR_io_uring_setup 425
@@ -133,8 +146,12 @@ int ar_ring_init(ar_ring *r, unsigned entries, unsigned cq_entries, unsigned wan
     attempts[n++] = base & ~(IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED);
     attempts[n++] = 0;
 
+    static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&fork_handler_once, register_fork_handler);
     memset(r, 0, sizeof(*r));
     r->ring_fd = -1;
+    r->fork_gen = ar_fork_generation;
     /* A size the kernel refuses answers EINVAL to every flag set, and the
      * last sets (no CQSIZE) would then "succeed" with a ring of other sizes
      * and no features: refuse it here instead. */
@@ -171,7 +188,10 @@ void ar_ring_exit(ar_ring *r)
 {
     if (r->ring_fd < 0)
         return;
-    ar_ring_release_ring_fd(r);
+    /* A forked child only lets go of its own mappings and descriptor: the
+     * registered ring descriptor is the parent's thread's. */
+    if (!ar_ring_forked(r))
+        ar_ring_release_ring_fd(r);
     munmap(r->sqes, r->sqes_map_size);
     if (r->cq_map != r->sq_map)
         munmap(r->cq_map, r->cq_map_size);
@@ -188,6 +208,8 @@ int ar_ring_enable(ar_ring *r)
     int ret;
     if (r->enabled)
         return 0;
+    if (ar_ring_forked(r))
+        return -EBADFD;
     ret = sys_register(r->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     if (ret == 0)
         r->enabled = 1;
@@ -200,6 +222,8 @@ int ar_ring_register_ring_fd(ar_ring *r)
     int ret;
     if (r->enter_flags & IORING_ENTER_REGISTERED_RING)
         return 0;
+    if (ar_ring_forked(r))
+        return -EBADFD;
     memset(&up, 0, sizeof(up));
     up.offset = -1U;                 /* any free index */
     up.data = (uint64_t)r->ring_fd;
@@ -218,6 +242,8 @@ int ar_ring_unregister_ring_fd(ar_ring *r)
     int ret;
     if (!(r->enter_flags & IORING_ENTER_REGISTERED_RING))
         return 0;
+    if (ar_ring_forked(r))
+        return -EBADFD;
     memset(&up, 0, sizeof(up));
     up.offset = (unsigned)r->enter_fd;
     ret = sys_register(r->ring_fd, IORING_UNREGISTER_RING_FDS, &up, 1);
@@ -263,6 +289,8 @@ int ar_ring_probe(ar_ring *r)
 
 unsigned ar_ring_flush(ar_ring *r)
 {
+    if (ar_ring_forked(r))
+        return 0;
     if (*r->sq_ktail != r->sqe_tail)
         __atomic_store_n(r->sq_ktail, r->sqe_tail, __ATOMIC_RELEASE);
     return r->sqe_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
@@ -286,6 +314,8 @@ int ar_ring_submit_and_wait(ar_ring *r, unsigned wait_nr, int64_t timeout_ns)
     unsigned flags = r->enter_flags;
     int ret;
 
+    if (ar_ring_forked(r))
+        return -EBADFD;
     if (wait_nr == 0 && to_submit == 0 && !ar_cq_overflowed(r) && !taskrun_pending(r))
         return 0;
     if (wait_nr > 0 || ar_cq_overflowed(r) || taskrun_pending(r))
@@ -326,6 +356,8 @@ int ar_ring_submit_and_wait(ar_ring *r, unsigned wait_nr, int64_t timeout_ns)
 
 int ar_ring_get_events(ar_ring *r)
 {
+    if (ar_ring_forked(r))
+        return -EBADFD;
     r->n_enter++;
     return sys_enter(r->enter_fd, 0, 0, r->enter_flags | IORING_ENTER_GETEVENTS, NULL, 0);
 }
@@ -334,6 +366,8 @@ int ar_ring_register_files_sparse(ar_ring *r, unsigned nr)
 {
     struct io_uring_rsrc_register reg;
     int ret;
+    if (ar_ring_forked(r))
+        return -EBADFD;
     memset(&reg, 0, sizeof(reg));
     reg.nr = nr;
     reg.flags = IORING_RSRC_REGISTER_SPARSE;
@@ -355,6 +389,8 @@ int ar_ring_register_files_sparse(ar_ring *r, unsigned nr)
 int ar_ring_update_files(ar_ring *r, unsigned offset, const int *fds, unsigned nr)
 {
     struct io_uring_files_update up;
+    if (ar_ring_forked(r))
+        return -EBADFD;
     memset(&up, 0, sizeof(up));
     up.offset = offset;
     up.fds = (uint64_t)(uintptr_t)fds;
@@ -363,6 +399,8 @@ int ar_ring_update_files(ar_ring *r, unsigned offset, const int *fds, unsigned n
 
 int ar_ring_unregister_files(ar_ring *r)
 {
+    if (ar_ring_forked(r))
+        return -EBADFD;
     return sys_register(r->ring_fd, IORING_UNREGISTER_FILES, NULL, 0);
 }
 
@@ -374,6 +412,8 @@ int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
     int ret;
 
     memset(b, 0, sizeof(*b));
+    if (ar_ring_forked(r))
+        return -EBADFD;
     if (entries == 0 || entries > 32768 || (entries & (entries - 1)) != 0 || buf_size == 0)
         return -EINVAL;
     b->br_size = ((entries * sizeof(struct io_uring_buf)) + page - 1) & ~(size_t)(page - 1);
@@ -431,7 +471,7 @@ void ar_bufring_free(ar_ring *r, ar_bufring *b)
     struct io_uring_buf_reg reg;
     if (b->br == NULL)
         return;
-    if (r->ring_fd >= 0) {
+    if (r->ring_fd >= 0 && !ar_ring_forked(r)) {
         memset(&reg, 0, sizeof(reg));
         reg.bgid = b->bgid;
         sys_register(r->ring_fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);

@@ -72,6 +72,7 @@ typedef struct ar_ring {
     unsigned setup_flags;        /* the flags the kernel accepted */
     unsigned features;           /* params.features */
     int enabled;                 /* 0 while IORING_SETUP_R_DISABLED holds */
+    unsigned fork_gen;           /* ar_fork_generation when the ring was set up */
 
     /* submission queue (kernel-shared words first) */
     unsigned *sq_khead;
@@ -228,9 +229,26 @@ static inline unsigned ar_sq_space(const ar_ring *r)
 
 /* A zeroed SQE, or NULL when the SQ is full and a flush to the kernel did not
  * make room (the caller raises; nothing was lost). */
+/* After fork() the child's mappings of the SQ and CQ are the parent's
+ * (MAP_SHARED) and its ring descriptor names the parent's ring: a child must
+ * neither write an SQE, move a queue head or tail, enter nor register.
+ * ar_fork_generation counts the forks this process descends from (a
+ * pthread_atfork child handler bumps it); a ring set up in an earlier
+ * generation is the parent's.  The ar_ring_* calls below answer -EBADFD
+ * (ar_get_sqe NULL) on such a ring; the loop checks ar_ring_forked() first
+ * to name the cause. */
+extern volatile unsigned ar_fork_generation;
+
+static inline int ar_ring_forked(const ar_ring *r)
+{
+    return r->fork_gen != ar_fork_generation;
+}
+
 static inline struct io_uring_sqe *ar_get_sqe(ar_ring *r)
 {
     struct io_uring_sqe *sqe;
+    if (ar_ring_forked(r))
+        return NULL;
     if (ar_sq_space(r) == 0) {
         /* Full: hand what we have to the kernel, then look again. */
         if (ar_ring_submit_and_wait(r, 0, -1) < 0 || ar_sq_space(r) == 0)
