@@ -66,6 +66,48 @@ def test_calls_after_a_drained_close(factory, then):
 
 
 @LOOPS
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_write_close_write_in_one_step(factory, family):
+    # Found by tests/test_properties.py: write(), close() and write() again
+    # in one step.  asyncio's write() sends at once what the socket takes,
+    # so its close() finds the buffer drained: connection_lost() is
+    # scheduled and the second write is ignored.  aioring defers the send
+    # to the end of the iteration; its close() used to keep the transport
+    # waiting for that send, and the second write went out too.
+    async def main():
+        loop = asyncio.get_running_loop()
+        if family == "tcp":
+            ls = socket.create_server(("127.0.0.1", 0))
+            b = socket.create_connection(ls.getsockname())
+            a, _ = ls.accept()
+            ls.close()
+        else:
+            a, b = socket.socketpair()
+        try:
+            t, p = await loop.connect_accepted_socket(Lost, a)
+            await asyncio.sleep(0.01)
+            t.write(b"first")
+            t.close()
+            size = t.get_write_buffer_size()
+            t.write(b"second")
+            if sys.version_info < (3, 12):      # (3.12+: see the test above)
+                t.writelines([b"third"])
+            lost = await p.lost
+            b.settimeout(2)
+            got = b""
+            while True:
+                chunk = b.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+            return got, size, lost, t.get_write_buffer_size()
+        finally:
+            b.close()
+
+    assert run(factory, main) == (b"first", 0, None, 0)
+
+
+@LOOPS
 def test_transport_calls_after_the_loop_closed(factory):
     a, b = socket.socketpair()
     loop = factory()
