@@ -136,6 +136,11 @@ class _ReadPipeTransport(_StockReadPipeTransport):
             self._protocol.connection_lost(exc)
         finally:
             pipe, self._pipe = self._pipe, None
+            if pipe is None:
+                # called again (asyncio's write_eof() and abort() both
+                # schedule it): asyncio's finally raises this from its
+                # pipe.close(), and the exception handler hears of it
+                raise AttributeError("'NoneType' object has no attribute 'close'")
             self._protocol = None
             self._loop = None
             (<RingReader>self._reader).release(pipe)
@@ -337,6 +342,11 @@ class _WritePipeTransport(_StockWritePipeTransport):
             self._protocol.connection_lost(exc)
         finally:
             pipe, self._pipe = self._pipe, None
+            if pipe is None:
+                # called again (asyncio's write_eof() and abort() both
+                # schedule it): asyncio's finally raises this from its
+                # pipe.close(), and the exception handler hears of it
+                raise AttributeError("'NoneType' object has no attribute 'close'")
             self._protocol = None
             self._loop = None
             (<PipeWriter>self._writer).release(pipe)

@@ -379,6 +379,36 @@ async def test_write_pipe_misuse_same_as_stock():
     assert rec["write_after_close"] == ("ok", None)
 
 
+async def _write_eof_then_abort():
+    # asyncio's write_eof() (nothing buffered) and abort() both schedule
+    # connection_lost(): the protocol hears of it once, and the second call
+    # reaches the exception handler with the AttributeError its finally
+    # raises.  Found by tests/test_properties.py (aioring's second call
+    # raised another AttributeError).
+    loop = asyncio.get_running_loop()
+    seen = []
+    loop.set_exception_handler(lambda loop, ctx: seen.append(
+        (ctx["message"].split(".")[-1], type(ctx.get("exception")).__name__,
+         str(ctx.get("exception")))))
+    r, w = os.pipe()
+    drain = Drainer(r)
+    t, p = await write_pipe(open(w, "wb", buffering=0))
+    t.write(b"data")
+    t.write_eof()
+    t.abort()
+    await wait(p.lost)
+    received = await wait(drain.done)
+    await asyncio.sleep(0.01)
+    return {"events": p.events, "handler": seen, "received": received}
+
+
+async def test_write_pipe_write_eof_then_abort_same_as_stock():
+    rec = await same_as_stock(_write_eof_then_abort)
+    assert rec["events"] == ["made", ("lost", None)]
+    assert rec["received"] == b"data"
+    assert [h[1] for h in rec["handler"]] == ["AttributeError"]
+
+
 async def test_write_pipe_write_not_bytes_raises():
     # The stock transport refuses anything but bytes-like objects (with an
     # assert, so AssertionError; TypeError is what the rest of asyncio
