@@ -685,39 +685,10 @@ pipe_op = weighted(
 )
 
 
-class PipeProto(asyncio.Protocol):
-    def __init__(self, opts=None):
-        self.opts = opts or {}
-        self.events = []
-        self.flow = []
-        self.data = bytearray()
-        self.transport = None
-        self.paused_once = False
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-
-    def data_received(self, data):
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-        if self.opts.get("pause_in_data") and not self.paused_once:
-            self.paused_once = True
-            self.transport.pause_reading()
-
-    def eof_received(self):
-        self.events.append("eof")
-        return self.opts.get("eof_result")
-
-    def connection_lost(self, exc):
-        self.events.append(("lost", type(exc).__name__ if exc else None))
-
-    def pause_writing(self):
-        self.flow.append("pause")
-
-    def resume_writing(self):
-        self.flow.append("resume")
+def PipeProto(opts=None):
+    """The stream scenarios' protocol, for a pipe end (no run to report to)."""
+    return Proto(None, "pipe", {"pause_in_data": False, "close_on_eof": False,
+                                "eof_result": None, **(opts or {})})
 
 
 async def pipe_main(ops, opts):
