@@ -97,7 +97,7 @@ cdef class RecvBuffers:
     cdef exhausted(self, unsigned long long iteration)
     cdef free(self, ar_ring *ring)
     cdef forget(self)
-    cdef dict info(self)
+    cdef dict info(self, ar_ring *ring)
 
 
 cdef class SocketStream:

@@ -1208,7 +1208,7 @@ cdef class BaseLoop:
             'recv_multishot': self.recv_multishot,
             'spare_bytes_kept': self.spare_bytes.count,
             'spare_bytes_total': self.spare_bytes.total,
-            **self.recv_buffers.info(),
+            **self.recv_buffers.info(&self.ring),
         }
 
 

@@ -73,10 +73,21 @@ cdef class RecvBuffers:
         self.ready = False
         memset(&self.br, 0, sizeof(self.br))
 
-    cdef dict info(self):
+    cdef dict info(self, ar_ring *ring):
+        # recv_buffers_available: how many of the provided buffers the kernel
+        # holds ready (PBUF_STATUS, Linux 6.8; None before, or without a
+        # pool).  Every buffer a recv takes is handed back while the loop
+        # processes its completion, so outside the loop's pass over the CQ
+        # this equals recv_buffers_provided: fewer would be a buffer lost.
+        available = None
+        if self.ready:
+            n = ar_bufring_available(ring, &self.br)
+            if n >= 0:
+                available = n
         return {
             'recv_buffer_ring': bool(self.ready),
             'recv_buffers_provided': self.br.provided if self.ready else 0,
+            'recv_buffers_available': available,
             'recv_buffer_size': RECV_BUFFER_SIZE,
             'recv_enobufs': self.enobufs,
         }

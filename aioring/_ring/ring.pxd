@@ -125,6 +125,7 @@ cdef extern from "uring.h" nogil:
                          unsigned entries, unsigned buf_size, unsigned provided)
     unsigned ar_bufring_grow(ar_bufring *b, unsigned n)
     void ar_bufring_free(ar_ring *r, ar_bufring *b)
+    int ar_bufring_available(ar_ring *r, const ar_bufring *b)
     unsigned char *ar_bufring_addr(const ar_bufring *b, uint16_t bid)
     void ar_bufring_recycle(ar_bufring *b, uint16_t bid)
     void ar_bufring_publish(ar_bufring *b)

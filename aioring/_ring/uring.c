@@ -466,6 +466,24 @@ unsigned ar_bufring_grow(ar_bufring *b, unsigned n)
     return n;
 }
 
+int ar_bufring_available(ar_ring *r, const ar_bufring *b)
+{
+    struct {
+        uint32_t buf_group;
+        uint32_t head;          /* out: the kernel's head */
+        uint32_t resv[8];
+    } st;
+    int ret;
+    if (b->br == NULL || r->ring_fd < 0)
+        return -EBADF;
+    memset(&st, 0, sizeof(st));
+    st.buf_group = b->bgid;
+    ret = sys_register(r->ring_fd, AR_REGISTER_PBUF_STATUS, &st, 1);
+    if (ret < 0)
+        return ret;
+    return (uint16_t)(b->tail - (uint16_t)st.head);
+}
+
 void ar_bufring_free(ar_ring *r, ar_bufring *b)
 {
     struct io_uring_buf_reg reg;

@@ -56,6 +56,8 @@
 #define AR_OP_BIND             56                   /* 6.11 */
 #define AR_OP_LISTEN           57                   /* 6.11 */
 #define AR_OP_MAX              256                  /* size of the probe table */
+/* io_uring_register opcodes are an enum too */
+#define AR_REGISTER_PBUF_STATUS 26                  /* 6.8 */
 
 /* user_data reserved by the ring layer for its own timeout SQE (kernels
  * without IORING_FEAT_EXT_ARG).  Operation records are pointers, which are
@@ -198,6 +200,12 @@ int ar_bufring_setup(ar_ring *r, ar_bufring *b, uint16_t bgid,
 /* Hand up to n more buffers to the kernel; returns how many. */
 unsigned ar_bufring_grow(ar_bufring *b, unsigned n);
 void ar_bufring_free(ar_ring *r, ar_bufring *b);
+/* How many buffers the kernel holds ready for recvs (our tail minus the
+ * kernel's head, IORING_REGISTER_PBUF_STATUS), or -errno (-EINVAL before
+ * 6.8).  provided minus this is what recvs took and the loop has not handed
+ * back yet: 0 whenever the loop is between iterations.  A diagnostic (one
+ * syscall), never on a hot path. */
+int ar_bufring_available(ar_ring *r, const ar_bufring *b);
 
 static inline unsigned char *ar_bufring_addr(const ar_bufring *b, uint16_t bid)
 {
