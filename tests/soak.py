@@ -179,6 +179,7 @@ class Ctx:
         self.idle.set()
         self.ids = set()
         self.pending = {}          # conn_id -> what the client is doing
+        self.live = {}             # conn_id -> (verifier, reader, writer)
         self.sides = set()         # server sides not finished
         self.stats = dict(connections=0, strict=0, bytes_checked=0, resets=0,
                           udp_datagrams=0, udp_resent=0, pipe_bytes=0,
@@ -415,12 +416,17 @@ async def client(ctx, addrs, conn_id):
         reader, writer = await asyncio.open_unix_connection(addr)
     ctx.stats["connections"] += 1
     v = Verifier(s)
+    ctx.live[s.conn_id] = (v, reader, writer)
     result = dict(error=None, read="", sent=0)
     rng = random.Random(s.write_seed + 1)
 
     async def read(stop_at=None):
         try:
             result["read"] = await _read_into(reader, v, stop_at)
+        except Mismatch as exc:
+            ctx.fail(f"client: {exc} (id={conn_id} end={s.end} {s.family}/{s.server_kind})")
+            result["read"] = "mismatch"
+            writer.transport.abort()
         except RESETS as exc:
             result["error"] = exc
             result["read"] = "error"
@@ -470,11 +476,23 @@ async def client(ctx, addrs, conn_id):
                             return
                         v.feed(data)
                     result["read"] = "stopped"
+                except Mismatch as exc:
+                    ctx.fail(f"client: {exc} (id={conn_id} end={s.end} "
+                             f"{s.family}/{s.server_kind})")
+                    writer.transport.abort()
                 except RESETS as exc:
                     result["error"] = exc
                     result["read"] = "error"
             r = asyncio.ensure_future(read_some())
             await write(s.total)
+            # all of it sent, not only below the high-water mark: close()
+            # would wait for the rest, which the server (not reading while
+            # its echo waits) may never take
+            writer.transport.set_write_buffer_limits(high=0)
+            try:
+                await writer.drain()
+            except RESETS as exc:
+                result["error"] = exc
             written = True
             if v.count >= stop and not r.done():
                 r.cancel()
@@ -506,6 +524,7 @@ async def run_client(ctx, addrs, conn_id):
         return await client(ctx, addrs, conn_id)
     finally:
         del ctx.pending[conn_id]
+        ctx.live.pop(conn_id, None)
 
 
 async def _half_close_client(ctx, addrs, s):
@@ -517,6 +536,7 @@ async def _half_close_client(ctx, addrs, s):
         reader, writer = await asyncio.open_unix_connection(addr)
     ctx.stats["connections"] += 1
     v = Verifier(s)
+    ctx.live[s.conn_id] = (v, reader, writer)
     result = dict(error=None, read="", sent=0)
 
     async def read():
@@ -759,6 +779,8 @@ async def one_round(ctx, round_no, connections, sdir):
     ctx.anonymous.clear()
     ctx.accepted = 0
     ctx.ids = {round_no * 1_000_000 + i for i in range(connections)}
+    if os.environ.get("SOAK_ONLY"):     # replay some connections of a seed
+        ctx.ids = {int(i) for i in os.environ["SOAK_ONLY"].split(",")}
     servers, addrs = await start_servers(ctx, sdir, round_no)
     n_small = max(2, connections // 100)
     try:
@@ -776,9 +798,20 @@ async def one_round(ctx, round_no, connections, sdir):
             for cid, s in list(ctx.pending.items())[:20]:
                 ctx.fail(f"  client id={cid} end={s.end} {s.family}/{s.server_kind} "
                          f"total={s.total} cut={s.cut} linger={s.linger}")
+                if cid in ctx.live:
+                    v, reader, writer = ctx.live[cid]
+                    t = writer.transport
+                    ctx.fail(f"    received {v.count}, reader buffer {len(reader._buffer)} "
+                             f"eof={reader.at_eof()} exc={reader.exception()!r}, transport "
+                             f"reading={t.is_reading()} closing={t.is_closing()} "
+                             f"write buffer={t.get_write_buffer_size()}: {t!r}")
             for side in list(ctx.sides)[:20]:
                 ctx.fail(f"  server {side._desc()} eof={side.eof}")
             work.cancel()
+            try:
+                await work
+            except asyncio.CancelledError:
+                pass
             raise
     finally:
         for srv in servers:
@@ -868,6 +901,8 @@ async def soak(connections=1000, rounds=None, minutes=None, seed=None, log=print
             check("receive buffers all back in the ring",
                   end["buffers_available"] == end["buffers_provided"],
                   f"{end['buffers_available']} available of {end['buffers_provided']} provided")
+    if warm is None:            # the first round failed
+        warm = end
     rss_ok = end["rss_kib"] <= warm["rss_kib"] * 1.05
     check("RSS within 5% of the warm-up round's", rss_ok,
           f"{warm['rss_kib'] / 1024:.1f} -> {end['rss_kib'] / 1024:.1f} MiB "
