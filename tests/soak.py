@@ -41,7 +41,14 @@ the first round, every provided receive buffer back in the kernel's hands,
 and RSS within 5% of its level after the first round: that round is a
 warm-up, in which the allocator's pools, the loop's receive-buffer pool (it
 doubles when a recv finds none, and never shrinks) and the interpreter's
-caches grow to the size this workload needs, once.
+caches grow to the size this workload needs, once.  The receive-buffer
+pool may still double in a later round whose burst is bigger than the
+warm-up's (by design: it never shrinks); what it grew by since the warm-up
+is set aside from the RSS comparison and shown.  RSS is measured after
+malloc_trim(0) (glibc; SOAK_MALLOC_TRIM=0 turns it off): without it, RSS
+after a round reflects that round's peak (free heap glibc keeps), which
+varies with the random mix, on both loops; the figure before the trim is
+shown too.
 """
 import argparse
 import asyncio
@@ -207,6 +214,7 @@ class ServerSide:
         self.error = None
         self.finished = False
         self.acted = False
+        self.transport = None
 
     def feed(self, data):
         """Check `data`; returns what the script says to do now: None,
@@ -279,6 +287,7 @@ class EchoProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.t = transport
+        self.side.transport = transport
 
     def data_received(self, data):
         try:
@@ -322,6 +331,7 @@ class BufferedEchoProtocol(EchoProtocol, asyncio.BufferedProtocol):
 def streams_handler(ctx):
     async def handle(reader, writer):
         side = ServerSide(ctx)
+        side.transport = writer.transport
         try:
             while True:
                 data = await reader.read(65536)
@@ -449,6 +459,15 @@ async def client(ctx, addrs, conn_id):
         elif s.end == "client_reset":
             r = asyncio.ensure_future(read())
             await write(s.cut)
+            if s.linger:
+                # close() (which SO_LINGER 0 turns into a reset) would wait
+                # for what is still buffered, which the server (not reading
+                # while its echo waits) may never take: all of it sent first
+                writer.transport.set_write_buffer_limits(high=0)
+                try:
+                    await writer.drain()
+                except RESETS as exc:
+                    result["error"] = exc
             if rng.random() < 0.5:
                 await asyncio.sleep(rng.random() * 0.01)
             _reset(writer.transport, s.linger)
@@ -768,6 +787,7 @@ async def measure(loop):
         slots=info.get("fixed_files_in_use"),
         buffers_provided=info.get("recv_buffers_provided"),
         buffers_available=info.get("recv_buffers_available"),
+        buffer_size=info.get("recv_buffer_size"),
         rss_kib=rss_kib(),
         rss_untrimmed_kib=untrimmed,
     )
@@ -806,7 +826,9 @@ async def one_round(ctx, round_no, connections, sdir):
                              f"reading={t.is_reading()} closing={t.is_closing()} "
                              f"write buffer={t.get_write_buffer_size()}: {t!r}")
             for side in list(ctx.sides)[:20]:
-                ctx.fail(f"  server {side._desc()} eof={side.eof}")
+                t = side.transport
+                ctx.fail(f"  server {side._desc()} eof={side.eof} transport {t!r} "
+                         f"reading={t.is_reading()} write buffer={t.get_write_buffer_size()}")
             work.cancel()
             try:
                 await work
@@ -903,10 +925,18 @@ async def soak(connections=1000, rounds=None, minutes=None, seed=None, log=print
                   f"{end['buffers_available']} available of {end['buffers_provided']} provided")
     if warm is None:            # the first round failed
         warm = end
-    rss_ok = end["rss_kib"] <= warm["rss_kib"] * 1.05
+    # The receive-buffer pool doubles when a recv finds it empty and never
+    # shrinks (up to 2,048 x 64 KiB): a later round with a bigger burst than
+    # the warm-up's grows it again, by design.  Its growth since the warm-up
+    # is set aside (and shown); every provided buffer must be back anyway.
+    grown_kib = ((end["buffers_provided"] or 0) - (warm["buffers_provided"] or 0)) \
+        * (end["buffer_size"] or 0) // 1024
+    rss_ok = end["rss_kib"] - grown_kib <= warm["rss_kib"] * 1.05
     check("RSS within 5% of the warm-up round's", rss_ok,
           f"{warm['rss_kib'] / 1024:.1f} -> {end['rss_kib'] / 1024:.1f} MiB "
-          f"({(end['rss_kib'] / warm['rss_kib'] - 1) * 100:+.1f}%)")
+          + (f"less {grown_kib / 1024:.1f} MiB of receive buffers provided since "
+             if grown_kib else "")
+          + f"({((end['rss_kib'] - grown_kib) / warm['rss_kib'] - 1) * 100:+.1f}%)")
     return dict(seed=seed, rounds=n, seconds=time.monotonic() - t0, stats=dict(ctx.stats),
                 start=start, warm=warm, end=end, checks=checks, failures=list(ctx.failures))
 
