@@ -17,8 +17,8 @@ import pytest
 import soak
 from conftest import LOOP_FACTORIES
 
-CONNECTIONS = int(os.environ.get("SOAK_CI_CONNECTIONS", 250))
-ROUNDS = int(os.environ.get("SOAK_CI_ROUNDS", 4))
+CONNECTIONS = int(os.environ.get("SOAK_CI_CONNECTIONS", 300))
+ROUNDS = int(os.environ.get("SOAK_CI_ROUNDS", 5))
 
 
 @pytest.fixture
