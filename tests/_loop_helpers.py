@@ -17,6 +17,14 @@ import aioring
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The loops every test runs on (tests/conftest.py); tests that make loops
+# themselves import it from here (`from conftest import` may find
+# tests/integration/conftest.py first).
+LOOP_FACTORIES = {
+    "asyncio": asyncio.SelectorEventLoop,
+    "aioring": aioring.new_event_loop,
+}
+
 
 def is_aioring(loop=None):
     if loop is None:

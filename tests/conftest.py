@@ -11,12 +11,8 @@ import asyncio
 import pytest
 
 import aioring
+from _loop_helpers import LOOP_FACTORIES
 from _stream_helpers import short_tmpdir
-
-LOOP_FACTORIES = {
-    "asyncio": asyncio.SelectorEventLoop,
-    "aioring": aioring.new_event_loop,
-}
 
 
 def pytest_asyncio_loop_factories(config, item):

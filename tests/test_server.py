@@ -24,7 +24,7 @@ import pytest
 from _stream_helpers import (
     HAS_IPV6, Factory, Recorder, exc_record, needs_ipv6, on_stock_thread,
     same_as_stock, wait)
-from _loop_helpers import on_stock
+from _loop_helpers import LOOP_FACTORIES, on_stock
 
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
@@ -1079,9 +1079,7 @@ def test_processes_sharing_a_listening_socket_take_turns(loop_name):
     uvicorn --workers 2 do: both get connections.  (A multishot accept kept
     its wait entry at the head of the socket's queue and the first process
     took all 100 connections, the other none.)"""
-    import aioring
-    factory = {"asyncio": asyncio.SelectorEventLoop,
-               "aioring": aioring.new_event_loop}[loop_name]
+    factory = LOOP_FACTORIES[loop_name]
     lsock = socket.create_server(("127.0.0.1", 0))
     lsock.setblocking(False)
     port = lsock.getsockname()[1]

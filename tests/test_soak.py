@@ -15,7 +15,7 @@ import resource
 import pytest
 
 import soak
-from conftest import LOOP_FACTORIES
+from _loop_helpers import LOOP_FACTORIES
 
 CONNECTIONS = int(os.environ.get("SOAK_CI_CONNECTIONS", 300))
 ROUNDS = int(os.environ.get("SOAK_CI_ROUNDS", 5))
