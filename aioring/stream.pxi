@@ -509,12 +509,6 @@ cdef class SocketStream:
             return
         self.closing = True
         self._cancel_recv()
-        if self.wbuf:
-            # Written in this iteration and not yet handed to the kernel:
-            # asyncio's write() would have sent what the socket takes, and
-            # its close() finds the buffer drained (later writes are then
-            # ignored, and connection_lost() comes at once).  Send it now.
-            self._send_now()
         if not self.wbuf:
             self.conn_lost += 1
             # (asyncio's call_soon: a closed loop raises RuntimeError)

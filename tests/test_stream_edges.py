@@ -67,13 +67,21 @@ def test_calls_after_a_drained_close(factory, then):
 
 @LOOPS
 @pytest.mark.parametrize("family", ["tcp", "unix"])
-def test_write_close_write_in_one_step(factory, family):
+def test_write_close_write_in_one_step(request, factory, family):
     # Found by tests/test_properties.py: write(), close() and write() again
     # in one step.  asyncio's write() sends at once what the socket takes,
     # so its close() finds the buffer drained: connection_lost() is
     # scheduled and the second write is ignored.  aioring defers the send
     # to the end of the iteration; its close() used to keep the transport
     # waiting for that send, and the second write went out too.
+    # KNOWN DIVERGENCE, open: the fix (close() handing the iteration's bytes
+    # to the socket at once) made CPython's
+    # test_ssl.TestSSL.test_remote_shutdown_receives_trailing_data hang in
+    # about half the runs, so it was taken back out.
+    if factory is not asyncio.SelectorEventLoop:
+        request.node.add_marker(pytest.mark.xfail(
+            reason="known: a write() after close() in the same step is sent",
+            strict=True))
     async def main():
         loop = asyncio.get_running_loop()
         if family == "tcp":
