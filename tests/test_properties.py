@@ -472,16 +472,19 @@ def summary(rec):
     }
 
 
+def raised_apart_from_oserrors(rec):
+    """The calls of a record that raised something other than an OSError."""
+    return [c for c in rec["calls"]
+            if c[2][0] == "raise" and c[2][1] not in _OSERROR_NAMES]
+
+
 def compare_stream(stock, mine):
     check_structure(stock, "stock")
     check_structure(mine, "aioring")
     if stock["hazards"] or mine["hazards"]:
         # a race decides what the peer gets (see the module's docstring):
         # the calls still raise the same (an OSError can be the race's)
-        def raised(rec):
-            return [c for c in rec["calls"]
-                    if c[2][0] == "raise" and c[2][1] not in _OSERROR_NAMES]
-        assert raised(mine) == raised(stock)
+        assert raised_apart_from_oserrors(mine) == raised_apart_from_oserrors(stock)
         return
     assert summary(mine) == summary(stock)
 
@@ -654,10 +657,7 @@ def test_datagram_operations_same_as_stock(ops):
             assert ev[0] == "made" and isinstance(ev[-1], tuple), ev
             assert set(rec[who]["errors"]) <= {"ConnectionRefusedError", "OSError"}
     if stock["hazards"] or mine["hazards"]:
-        def raised(rec):
-            return [c for c in rec["calls"]
-                    if c[2][0] == "raise" and c[2][1] not in _OSERROR_NAMES]
-        assert raised(mine) == raised(stock)
+        assert raised_apart_from_oserrors(mine) == raised_apart_from_oserrors(stock)
         return
     for key in ("calls", "sender", "receiver", "received"):
         assert mine[key] == stock[key], key
@@ -782,10 +782,7 @@ def test_pipe_operations_same_as_stock(ops, opts):
             ev = rec[who]
             assert ev[0] == "made" and isinstance(ev[-1], tuple), (who, ev)
     if stock["hazards"] or mine["hazards"]:
-        def raised(rec):
-            return [c for c in rec["calls"]
-                    if c[2][0] == "raise" and c[2][1] not in _OSERROR_NAMES]
-        assert raised(mine) == raised(stock)
+        assert raised_apart_from_oserrors(mine) == raised_apart_from_oserrors(stock)
         return
     assert mine["calls"] == stock["calls"]
     # (the stock transport's write_eof() and abort() both schedule its
