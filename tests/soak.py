@@ -416,8 +416,9 @@ async def _read_into(reader, verifier, stop_at=None):
     return "stopped"
 
 
-async def client(ctx, addrs, conn_id):
-    s = Script(ctx.seed, conn_id)
+async def _connect(ctx, addrs, s):
+    """Open script s's connection (after its delay) and register it: its
+    verifier, reader, writer and a fresh result record."""
     await asyncio.sleep(s.delay)
     addr = addrs[s.family, s.server_kind]
     if s.family == "tcp":
@@ -427,7 +428,12 @@ async def client(ctx, addrs, conn_id):
     ctx.stats["connections"] += 1
     v = Verifier(s)
     ctx.live[s.conn_id] = (v, reader, writer)
-    result = dict(error=None, read="", sent=0)
+    return v, reader, writer, dict(error=None, read="", sent=0)
+
+
+async def client(ctx, addrs, conn_id):
+    s = Script(ctx.seed, conn_id)
+    v, reader, writer, result = await _connect(ctx, addrs, s)
     rng = random.Random(s.write_seed + 1)
 
     async def read(stop_at=None):
@@ -547,16 +553,7 @@ async def run_client(ctx, addrs, conn_id):
 
 
 async def _half_close_client(ctx, addrs, s):
-    await asyncio.sleep(s.delay)
-    addr = addrs[s.family, s.server_kind]
-    if s.family == "tcp":
-        reader, writer = await asyncio.open_connection(*addr)
-    else:
-        reader, writer = await asyncio.open_unix_connection(addr)
-    ctx.stats["connections"] += 1
-    v = Verifier(s)
-    ctx.live[s.conn_id] = (v, reader, writer)
-    result = dict(error=None, read="", sent=0)
+    v, reader, writer, result = await _connect(ctx, addrs, s)
 
     async def read():
         result["read"] = await _read_into(reader, v)
