@@ -136,6 +136,8 @@ cdef class SocketStream:
         Py_ssize_t wsize        # bytes in wbuf not yet sent
         SendOp send_op          # reused; in flight or idle
         bint send_queued        # waiting in the loop's send queue
+        bint send_backlog       # the socket took less than it was offered
+        int closed_fresh        # see close(): asyncio's conn_lost until ours
         PyObject *send_next     # the next stream in that queue
         object empty_waiter     # sendfile's wait for an empty buffer
 
@@ -148,6 +150,7 @@ cdef class SocketStream:
     cdef _on_eof(self)
     cdef int _write(self, object data) except -1
     cdef _queue_send(self)
+    cdef _drop_write(self)
     cdef _send_now(self)
     cdef _submit_send(self)
     cdef _send_done(self, int res)

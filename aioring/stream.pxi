@@ -319,10 +319,8 @@ cdef class SocketStream:
             raise RuntimeError('unable to write; sendfile is in progress')
         if (PyBytes_GET_SIZE(data) == 0) if type(data) is bytes else not data:
             return 0
-        if self.conn_lost:
-            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                _logger.warning('socket.send() raised exception.')
-            self.conn_lost += 1
+        if self.conn_lost or self.closed_fresh:
+            self._drop_write()
             return 0
         if type(data) is not bytes:
             data = bytes(data)      # the caller may change its buffer later
@@ -334,6 +332,18 @@ cdef class SocketStream:
         if self.wsize > self.high_water:
             self._maybe_pause_protocol()
         return 0
+
+    cdef _drop_write(self):
+        # asyncio's write() once its connection counts as lost: ignored,
+        # with a warning from the fifth time on
+        if self.conn_lost:
+            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _logger.warning('socket.send() raised exception.')
+            self.conn_lost += 1
+        else:
+            if self.closed_fresh >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _logger.warning('socket.send() raised exception.')
+            self.closed_fresh += 1
 
     cdef _send_now(self):
         # Past the high-water mark: give the socket what it takes at once,
@@ -351,7 +361,10 @@ cdef class SocketStream:
         try:
             n = self.sock.send(pending)
         except OSError:
+            self.send_backlog = True
             return      # (full, or an error the ring's send will report)
+        if n < len(pending):
+            self.send_backlog = True
         self.wsize -= n
         if self.wsize == 0:
             self.wbuf.clear()
@@ -383,7 +396,7 @@ cdef class SocketStream:
         if not list_of_data:
             return
         views = [memoryview(data) for data in list_of_data]
-        if self.conn_lost:
+        if self.conn_lost or self.closed_fresh:
             return
         for view in views:
             if view.nbytes:
@@ -415,6 +428,7 @@ cdef class SocketStream:
             return
         if res == -EAGAIN:
             # nothing sent (see ar_prep_recv): the same bytes go again
+            self.send_backlog = True
             self._queue_send()
             return
         if res < 0:
@@ -432,8 +446,10 @@ cdef class SocketStream:
             self.ring_loop.spare_bytes.offer_list(wbuf)
             _empty_keeping_room(wbuf)       # all of it (the common case)
             self.woff = 0
+            self.send_backlog = False
         else:
             self.woff = _drop_written(wbuf, self.woff, res)
+            self.send_backlog = True
         if self.protocol_paused:
             self._maybe_resume_protocol()   # may write more
         if wbuf:
@@ -513,6 +529,16 @@ cdef class SocketStream:
             self.conn_lost += 1
             # (asyncio's call_soon: a closed loop raises RuntimeError)
             self.loop.call_soon(self._call_connection_lost, None)
+        elif not self.send_backlog and not (
+                self.send_op is not None and self.send_op.in_flight):
+            # Only bytes written since the last send, which the socket took
+            # whole: asyncio's write() would have sent these too, so its
+            # close() found an empty buffer, counted the connection lost and
+            # drops what is written next.  Do the same; these bytes still
+            # go out before connection_lost().  (Sending them right here
+            # instead made CPython's test_ssl
+            # test_remote_shutdown_receives_trailing_data hang.)
+            self.closed_fresh = 1
 
     def abort(self):
         if self.ring_loop is not None:
@@ -564,7 +590,8 @@ cdef class SocketStream:
                 self.protocol.connection_lost(exc)
         finally:
             if not self.conn_lost:
-                self.conn_lost = 1      # closed after a drained queue: as asyncio's
+                # closed after a drained queue: as asyncio's
+                self.conn_lost = self.closed_fresh or 1
             if self.empty_waiter is not None:
                 self.empty_waiter.set_exception(
                     ConnectionError("Connection is closed by peer"))
