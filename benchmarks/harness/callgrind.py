@@ -38,6 +38,10 @@ def measure_ir(target, kind, transport, workloads, settings, ctx, log):
     endpoint = new_endpoint(transport, ctx.tmp_dir)
     out_base = os.path.join(ctx.callgrind_dir,
                             f"{target.name}-{kind}-{transport}.out".replace(" ", "_"))
+    # dumps left by an earlier run into the same --out folder: valgrind
+    # would overwrite them under the same names, and none would look new
+    for stale in glob.glob(out_base + "*"):
+        os.remove(stale)
     argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
             f"--callgrind-out-file={out_base}",
             *echo_server_argv(target, kind, endpoint, ctx.build_dir)]
