@@ -54,7 +54,7 @@ cdef class Operation:
     cdef PyObject *prev_op
     cdef PyObject *next_op
     cdef bint listed
-    cdef complete(self, int res, unsigned flags)
+    cdef int complete(self, int res, unsigned flags) except -1
 
 
 cdef class InternalRead(Operation):
@@ -143,17 +143,17 @@ cdef class SocketStream:
 
     cdef _arm_recv(self)
     cdef _cancel_recv(self)
-    cdef _recv_done(self, char *buf, int res, bint final)
+    cdef int _recv_done(self, char *buf, int res, bint final) except -1
     cdef bint _deliver(self, char *buf, Py_ssize_t n) except -1
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1
     cdef _keep(self, object chunk)
     cdef _on_eof(self)
     cdef int _write(self, object data) except -1
-    cdef _queue_send(self)
+    cdef int _queue_send(self) except -1
     cdef _drop_write(self)
     cdef _send_now(self)
-    cdef _submit_send(self)
-    cdef _send_done(self, int res)
+    cdef int _submit_send(self) except -1
+    cdef int _send_done(self, int res) except -1
     cdef _maybe_pause_protocol(self)
     cdef _maybe_resume_protocol(self)
     cdef _fatal_error(self, exc, message)
@@ -423,8 +423,8 @@ cdef class BaseLoop:
     cdef _flush_poll_queue(self)
     cdef bint _same_file(self, PollOp op)
     cdef _submit_recv(self, SocketStream stream)
-    cdef _queue_stream_send(self, SocketStream stream)
-    cdef _flush_send_queue(self)
+    cdef int _queue_stream_send(self, SocketStream stream) except -1
+    cdef int _flush_send_queue(self) except -1
     cdef _drop_send_queue(self)
     cdef _send_written(self)
     cdef _finish_releases(self)

@@ -458,7 +458,8 @@ cdef class BaseLoop:
         cdef bint own
         cdef double t0, dt
 
-        self._timers_purge()
+        if self.timers:
+            self._timers_purge()
         if self._stopping or len(self.ready):
             timeout_ns = 0
         elif self.timers:
@@ -472,7 +473,8 @@ cdef class BaseLoop:
 
         self._poll(timeout_ns)
 
-        end_time = self._time() + self.clock_resolution
+        if self.timers:
+            end_time = self._time() + self.clock_resolution
         while self.timers:
             t = <TimerHandle>self.timers[0]
             if t.due >= end_time:
@@ -830,7 +832,7 @@ cdef class BaseLoop:
             stream.recv_op = op
         self._track_user(stream.recv_op)
 
-    cdef _queue_stream_send(self, SocketStream stream):
+    cdef int _queue_stream_send(self, SocketStream stream) except -1:
         # at the tail: streams send in the order they wrote
         Py_INCREF(stream)
         stream.send_queued = True
@@ -841,7 +843,7 @@ cdef class BaseLoop:
             (<SocketStream>self.send_tail).send_next = <PyObject *>stream
         self.send_tail = <PyObject *>stream
 
-    cdef _flush_send_queue(self):
+    cdef int _flush_send_queue(self) except -1:
         # each queued stream's writes, one send per stream
         cdef SocketStream stream
         while self.send_head != NULL:

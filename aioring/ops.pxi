@@ -20,7 +20,7 @@ cdef enum:
 
 
 cdef class Operation:
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         pass
 
 
@@ -29,13 +29,13 @@ cdef inline uint64_t op_user_data(Operation op) noexcept:
 
 
 cdef class InternalRead(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         if self.loop != NULL:
             (<BaseLoop>self.loop)._internal_read_done(self, res)
 
 
 cdef class RecvOp(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         stream = self.stream
         self.stream = None
         try:
@@ -45,7 +45,7 @@ cdef class RecvOp(Operation):
 
 
 cdef class RecvSelectOp(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         cdef uint16_t bid
         cdef bint final = not (flags & IORING_CQE_F_MORE)
         stream = self.stream
@@ -62,7 +62,7 @@ cdef class RecvSelectOp(Operation):
 
 
 cdef class SendOp(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         self.keep = None
         if self.stream is not None:
             self.stream._send_done(res)
@@ -87,7 +87,7 @@ cdef class SockRecvOp(SockOp):
         bytearray buf
         object target           # sock_recv_into's buffer, or None
 
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         _sock_recv_done(self, res)
 
 
@@ -101,7 +101,7 @@ cdef class SockRecvFromOp(SockOp):
         iovec iov
         sockaddr_storage name
 
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         _sock_recvfrom_done(self, res)
 
 
@@ -109,14 +109,14 @@ cdef class ReadOp(Operation):
     def __dealloc__(self):
         PyMem_Free(self.buf)
 
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         transport = self.transport
         self.transport = None
         (<RingReader>transport._reader)._done(transport, res)
 
 
 cdef class SendToOp(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         transport = self.transport
         item = self.keep
         self.transport = None
@@ -125,7 +125,7 @@ cdef class SendToOp(Operation):
 
 
 cdef class WriteOp(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         transport = self.transport
         self.transport = None
         self.keep = None
@@ -138,19 +138,19 @@ cdef class SockSendOp(SockOp):
         bytes data
         Py_ssize_t sent
 
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         _sock_send_done(self, res)
 
 
 cdef class SockAcceptOp(SockOp):
     # sock_accept: one accept on the listening socket.
 
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         _sock_accept_done(self, res)
 
 
 cdef class AcceptOp(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         cdef bint final = not (flags & IORING_CQE_F_MORE)
         listener = self.listener
         if final:
@@ -159,7 +159,7 @@ cdef class AcceptOp(Operation):
 
 
 cdef class PollOp(Operation):
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         if self.loop != NULL:
             (<BaseLoop>self.loop)._poll_done(self, res)
 

@@ -133,7 +133,7 @@ cdef class SocketStream:
         if self.recv_op is not None and self.ring_loop is not None:
             self.ring_loop._cancel_op(self.recv_op)
 
-    cdef _recv_done(self, char *buf, int res, bint final):
+    cdef int _recv_done(self, char *buf, int res, bint final) except -1:
         # One completion of the recv: res bytes at buf (valid only during
         # this call), 0 for EOF, or -errno.
         if final:
@@ -144,14 +144,14 @@ cdef class SocketStream:
                 self.unread = True
             if final:
                 self._maybe_release()
-            return
+            return 0
         if self.loop._closed:
-            return
+            return 0
         if res > 0:
             if self.stash is not None or self.paused:
                 self._keep(PyBytes_FromStringAndSize(buf, res))
             elif not self._deliver(buf, res):
-                return
+                return 0
             if final and not self.paused and not self.closing:
                 self._arm_recv()
         elif res == 0:
@@ -372,10 +372,10 @@ cdef class SocketStream:
         else:
             self.woff = _drop_written(self.wbuf, self.woff, n)
 
-    cdef _queue_send(self):
+    cdef int _queue_send(self) except -1:
         # the loop submits it before its next wait
         if self.loop is None:
-            return
+            return 0
         if self.wbuf and not self.send_queued and (
                 self.send_op is None or not self.send_op.in_flight):
             self.loop._queue_stream_send(self)
@@ -406,31 +406,31 @@ cdef class SocketStream:
         self._queue_send()
         # (the running Python's writelines() never calls pause_writing())
 
-    cdef _submit_send(self):
+    cdef int _submit_send(self) except -1:
         # called by the loop before it enters the kernel
         self.send_queued = False
         if self.sock is None or not self.wbuf or self.conn_lost:
-            return
+            return 0
         if self.send_op is None:
             self.send_op = SendOp.__new__(SendOp)
             self.send_op.stream = self
         elif self.send_op.in_flight:
-            return
+            return 0
         prep_send(&self.ring_loop.ring, self.send_op, self.fd, self.slot, self.wbuf, self.woff)
         self.ring_loop._track_user(self.send_op)
 
-    cdef _send_done(self, int res):
+    cdef int _send_done(self, int res) except -1:
         cdef list wbuf = self.wbuf
         if self.sock is None or self.conn_lost:
             self._maybe_release()
-            return
+            return 0
         if res == -ECANCELED or self.loop._closed:
-            return
+            return 0
         if res == -EAGAIN:
             # nothing sent (see ar_prep_recv): the same bytes go again
             self.send_backlog = True
             self._queue_send()
-            return
+            return 0
         if res < 0:
             exc = _oserror(res)
             wbuf.clear()
@@ -439,7 +439,7 @@ cdef class SocketStream:
             self._fatal_error(exc, 'Fatal write error on socket transport')
             if self.empty_waiter is not None:
                 self.empty_waiter.set_exception(exc)
-            return
+            return 0
         # drop what went out
         self.wsize -= res
         if self.wsize == 0:
@@ -454,7 +454,7 @@ cdef class SocketStream:
             self._maybe_resume_protocol()   # may write more
         if wbuf:
             self._queue_send()              # goes out with the next enter
-            return
+            return 0
         if self.empty_waiter is not None:
             self.empty_waiter.set_result(None)
         if self.closing:
