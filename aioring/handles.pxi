@@ -197,7 +197,11 @@ cdef class TimerHandle(Handle):
 
 
 cdef extern from "Python.h":
-    object PyObject_Vectorcall(PyObject *callable, PyObject **args, size_t nargsf, PyObject *kwnames)
+    ctypedef PyObject *(*vectorcallfunc)(PyObject *callable, PyObject **args, size_t nargsf,
+                                         PyObject *kwnames)
+    vectorcallfunc PyVectorcall_Function(PyObject *callable)
+    PyObject *PyObject_Vectorcall(PyObject *callable, PyObject **args, size_t nargsf,
+                                  PyObject *kwnames)
     size_t PY_VECTORCALL_ARGUMENTS_OFFSET
     bint PyMethod_Check(object o)
     PyObject *PyMethod_GET_FUNCTION(object o)
@@ -206,13 +210,48 @@ cdef extern from "Python.h":
 
 cdef inline object _call_with(object func, object arg):
     # func(arg) by vectorcall, for the protocol callbacks that run per
-    # received chunk: no argument tuple, and a bound method's function
-    # called with its self directly, as Cython's generic call does, without
-    # its dispatch on the callable's type first (about 40 instructions less).
+    # received chunk (see _call_with_raw)
+    cdef PyObject *r = _call_with_raw(func, arg)
+    if r == NULL:
+        _raised()
+    result = <object>r
+    Py_DECREF(result)       # (the call's reference, now result's)
+    return result
+
+
+cdef inline PyObject *_call_with_raw(object func, object arg) noexcept:
+    # func(arg): its result (a new reference), or NULL with the exception
+    # set, for callers that handle the error without a try block (each costs
+    # a save of the exception state on the way in).  No argument tuple; a
+    # bound method's function called with its self directly, as Cython's
+    # generic call does, without its dispatch on the callable's type first
+    # (about 40 instructions less); and the callable's own vectorcall entry
+    # called directly, which is what PyObject_Vectorcall does less its
+    # thread-state lookup and its debugging check of the result (about 40
+    # more).
     cdef PyObject *args[2]
-    args[1] = <PyObject *>arg
+    cdef PyObject *callable
+    cdef size_t nargsf
+    cdef vectorcallfunc call
     if PyMethod_Check(func):
         args[0] = PyMethod_GET_SELF(func)
-        return PyObject_Vectorcall(PyMethod_GET_FUNCTION(func), args, 2, NULL)
+        args[1] = <PyObject *>arg
+        callable = PyMethod_GET_FUNCTION(func)
+        call = PyVectorcall_Function(callable)
+        if call != NULL:
+            return call(callable, args, 2, NULL)
+        return PyObject_Vectorcall(callable, args, 2, NULL)
     args[0] = NULL      # scratch space the callee may use (ARGUMENTS_OFFSET)
-    return PyObject_Vectorcall(<PyObject *>func, &args[1], 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
+    args[1] = <PyObject *>arg
+    nargsf = 1 | PY_VECTORCALL_ARGUMENTS_OFFSET
+    call = PyVectorcall_Function(<PyObject *>func)
+    if call != NULL:
+        return call(<PyObject *>func, &args[1], nargsf, NULL)
+    return PyObject_Vectorcall(<PyObject *>func, &args[1], nargsf, NULL)
+
+
+cdef int _raised() except -1:
+    # Lets a try block catch the exception that a C call (_call_with_raw)
+    # left set: call this right after that call returned NULL.
+    return -1
+

@@ -400,9 +400,9 @@ cdef class BaseLoop:
         unsigned long long iteration
         int pending_releases    # closed streams waiting for their final completions
 
-    cdef double _time(self)
+    cdef double _time(self) noexcept
     cdef _check_closed_fast(self)
-    cdef int _check_fork(self) except -1
+    cdef inline int _check_fork(self) except -1
     cdef _check_thread_fast(self)
     cdef Handle _call_soon(self, object callback, object args, object context)
     cdef TimerHandle _call_at(self, double when, object callback, object args, object context)

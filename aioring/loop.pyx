@@ -237,7 +237,7 @@ cdef class BaseLoop:
 
     # -- time -------------------------------------------------------------
 
-    cdef double _time(self):
+    cdef double _time(self) noexcept:
         cdef timespec ts
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return ts.tv_sec + ts.tv_nsec * 1e-9
@@ -254,7 +254,7 @@ cdef class BaseLoop:
         if ar_ring_forked(&self.ring):
             raise _forked_error(self.pid)
 
-    cdef int _check_fork(self) except -1:
+    cdef inline int _check_fork(self) except -1:
         # After fork() the ring (and its queues, mapped shared) is the
         # parent's: a child that uses this loop gets an error, never a write
         # into the parent's ring (docs/differences.md).
@@ -458,7 +458,8 @@ cdef class BaseLoop:
         cdef bint own
         cdef double t0, dt
 
-        if self.timers:
+        if self.timer_cancelled_count:
+            # (never below the number of cancelled timers in the heap)
             self._timers_purge()
         if self._stopping or len(self.ready):
             timeout_ns = 0

@@ -203,16 +203,24 @@ cdef class SocketStream:
         if self.buffered:
             return self._deliver_buffered(buf, n)
         cdef SpareBytes spare = self.ring_loop.spare_bytes
+        cdef PyObject *result
         data = spare.make(buf, n)
-        try:
-            if self.data_received is None:
-                self.protocol.data_received     # raises as asyncio's call would
-            _call_with(self.data_received, data)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
-            return False
+        result = NULL
+        if self.data_received is not None:
+            result = _call_with_raw(self.data_received, data)
+        if result == NULL:
+            # (no try block on the way: its save of the exception state is
+            # paid per chunk)
+            try:
+                if self.data_received is None:
+                    self.protocol.data_received     # raises as asyncio's call would
+                _raised()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+                return False
+        Py_DECREF(<object>result)
         spare.offer(<PyObject *>data)   # not kept by the protocol: reused
         return True
 
@@ -680,13 +688,14 @@ cdef extern from "structmember.h":
         PyMemberDef *d_member
 
 cdef Py_ssize_t _STREAM_SLOT_OFFSET = -1    # set once the class exists
+cdef PyObject *_SOCKET_TRANSPORT_TYPE = NULL  # _SocketTransport, then (held by the module)
 
 
 cdef inline SocketStream _transport_stream(transport):
     # transport._stream, read from its slot: the attribute lookup cost more
     # than the rest of a small write()
     cdef PyObject *stream
-    if _STREAM_SLOT_OFFSET > 0 and type(transport) is _SocketTransport:
+    if _STREAM_SLOT_OFFSET > 0 and _Py_TYPE(<PyObject *>transport) == _SOCKET_TRANSPORT_TYPE:
         stream = (<PyObject **>(<char *><PyObject *>transport + _STREAM_SLOT_OFFSET))[0]
         if stream != NULL:
             return <SocketStream>stream
@@ -852,4 +861,5 @@ class _SocketTransport(_transports._FlowControlMixin):
 _stream_slot = _SocketTransport.__dict__['_stream']
 if type(_stream_slot) is type(_transports.BaseTransport.__dict__['_extra']):   # a member descriptor
     _STREAM_SLOT_OFFSET = (<PyMemberDescrObject *><PyObject *>_stream_slot).d_member.offset
+    _SOCKET_TRANSPORT_TYPE = <PyObject *>_SocketTransport
 del _stream_slot
