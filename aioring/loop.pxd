@@ -3,6 +3,11 @@ from libc.stdint cimport uint64_t, int64_t
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint16_t
 from aioring._ring.ring cimport ar_ring, ar_bufring, msghdr, iovec
+cimport cython
+
+# Classes marked @cython.final are never subclassed: their methods are
+# called directly, not through the vtable, so the C compiler may inline them
+# into the hot paths.
 
 # Chunks one send hands the kernel at most (the rest waits for the next).
 cdef enum:
@@ -70,6 +75,7 @@ cdef enum:
     SPARE_COUNT = 128
 
 
+@cython.final
 cdef class SpareBytes:
     # bytes objects kept for received data (sparebytes.pxi)
     cdef:
@@ -83,6 +89,7 @@ cdef class SpareBytes:
     cdef void offer_list(self, list chunks) noexcept
 
 
+@cython.final
 cdef class RecvBuffers:
     # The loop's provided-buffer ring for stream receives (recvbuffers.pxi).
     cdef:
@@ -92,7 +99,7 @@ cdef class RecvBuffers:
         readonly unsigned long long enobufs     # recvs that found the pool empty
         unsigned long long grown_at     # loop iteration of the last growth
     cdef int setup(self, ar_ring *ring)
-    cdef char *addr(self, uint16_t bid)
+    cdef char *addr(self, uint16_t bid) noexcept
     cdef void recycle(self, uint16_t bid) noexcept
     cdef exhausted(self, unsigned long long iteration)
     cdef free(self, ar_ring *ring)
@@ -100,6 +107,7 @@ cdef class RecvBuffers:
     cdef dict info(self, ar_ring *ring)
 
 
+@cython.final
 cdef class SocketStream:
     # The state and I/O of one stream transport (stream.pxi); the
     # asyncio.Transport the protocol sees is a thin front for it.
@@ -146,6 +154,7 @@ cdef class SocketStream:
     cdef int _recv_done(self, char *buf, int res, bint final) except -1
     cdef bint _deliver(self, char *buf, Py_ssize_t n) except -1
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1
+    cdef bint _callback_failed(self, bint missing, str name, str message) except -1
     cdef _keep(self, object chunk)
     cdef _on_eof(self)
     cdef int _write(self, object data) except -1

@@ -134,6 +134,8 @@ cdef class BaseLoop:
     """The Cython core of aioring.Loop; use aioring.Loop."""
 
     def __cinit__(self, *args, **kwargs):
+        # (its length is read with Py_SIZE: a deque keeps it there, and
+        # len() costs a call through the type three times an iteration)
         self.ready = collections.deque()
         self.ready_append = self.ready.append
         self.ready_popleft = self.ready.popleft
@@ -461,7 +463,7 @@ cdef class BaseLoop:
         if self.timer_cancelled_count:
             # (never below the number of cancelled timers in the heap)
             self._timers_purge()
-        if self._stopping or len(self.ready):
+        if self._stopping or _Py_SIZE(<PyObject *>self.ready):
             timeout_ns = 0
         elif self.timers:
             timeout = (<TimerHandle>self.timers[0]).due - self._time()
@@ -486,7 +488,7 @@ cdef class BaseLoop:
 
         # Run what is ready now; what these callbacks schedule waits for the
         # next iteration (after another poll), as in asyncio.
-        ntodo = len(self.ready)
+        ntodo = _Py_SIZE(<PyObject *>self.ready)
         for i in range(ntodo):
             handle = self.ready_popleft()
             own = isinstance(handle, Handle)
@@ -524,7 +526,7 @@ cdef class BaseLoop:
             # From here on call_soon_threadsafe() writes the eventfd; a
             # callback queued before this point is seen by the check below.
             self.sleeping = True
-            if len(self.ready):
+            if _Py_SIZE(<PyObject *>self.ready):
                 timeout_ns = 0
             elif ar_sq_pending(&self.ring):
                 # Requests to hand over first, GIL held: sends mostly

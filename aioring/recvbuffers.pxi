@@ -45,7 +45,7 @@ cdef class RecvBuffers:
         self.ready = True
         return 0
 
-    cdef char *addr(self, uint16_t bid):
+    cdef char *addr(self, uint16_t bid) noexcept:
         return <char *>ar_bufring_addr(&self.br, bid)
 
     cdef void recycle(self, uint16_t bid) noexcept:

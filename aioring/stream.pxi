@@ -26,6 +26,12 @@ from asyncio import protocols as _protocols
 from asyncio import transports as _transports
 from asyncio import trsock as _trsock
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
+from cpython.exc cimport PyErr_SetObject, PyErr_SetString
+
+cdef extern from "Python.h":
+    # as cpython's, with their errors left set for the caller (-1)
+    Py_ssize_t _object_length "PyObject_Length"(object o) noexcept
+    int _get_buffer "PyObject_GetBuffer"(object o, Py_buffer *view, int flags) noexcept
 from cpython.bytes cimport PyBytes_GET_SIZE
 
 cdef extern from "errno.h":
@@ -203,67 +209,74 @@ cdef class SocketStream:
         if self.buffered:
             return self._deliver_buffered(buf, n)
         cdef SpareBytes spare = self.ring_loop.spare_bytes
-        cdef PyObject *result
+        cdef PyObject *result = NULL
         data = spare.make(buf, n)
-        result = NULL
+        # (the protocol's callbacks are called with no try block on the way:
+        # its save of the exception state would be paid per chunk)
         if self.data_received is not None:
             result = _call_with_raw(self.data_received, data)
         if result == NULL:
-            # (no try block on the way: its save of the exception state is
-            # paid per chunk)
-            try:
-                if self.data_received is None:
-                    self.protocol.data_received     # raises as asyncio's call would
-                _raised()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
-                return False
+            return self._callback_failed(self.data_received is None, 'data_received',
+                                         'Fatal error: protocol.data_received() call failed.')
         Py_DECREF(<object>result)
         spare.offer(<PyObject *>data)   # not kept by the protocol: reused
         return True
+
+    cdef bint _callback_failed(self, bint missing, str name, str message) except -1:
+        # A protocol callback raised (its exception is still set, see
+        # _raised), or the protocol lacks it (missing: looked up again, which
+        # raises as asyncio's call would).  False: reading stops.
+        try:
+            if missing:
+                getattr(self.protocol, name)
+                raise TypeError("'NoneType' object is not callable")
+            _raised()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, message)
+        return False
 
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1:
         # asyncio reads straight into get_buffer(); here the chunk is copied
         # into it, as many times as the protocol's buffers need.
         cdef Py_buffer view
         cdef Py_ssize_t k
+        cdef PyObject *result
         while n > 0:
-            try:
-                if self.get_buffer is None:
-                    self.protocol.get_buffer    # raises as asyncio's call would
-                target = _call_with(self.get_buffer, -1)
-                if not len(target):
-                    raise RuntimeError('get_buffer() returned an empty buffer')
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
+            result = NULL
+            if self.get_buffer is not None:
+                result = _call_with_raw(self.get_buffer, -1)
+            if result != NULL:
+                target = <object>result
+                Py_DECREF(target)   # (the call's reference, now target's)
+                k = _object_length(target)
+                if k <= 0:
+                    if k == 0:
+                        PyErr_SetString(RuntimeError, 'get_buffer() returned an empty buffer')
+                    result = NULL
+            if result == NULL:
                 self.unread = True
-                self._fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
-                return False
-            try:
-                PyObject_GetBuffer(target, &view, PyBUF_WRITABLE)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
+                return self._callback_failed(self.get_buffer is None, 'get_buffer',
+                                             'Fatal error: protocol.get_buffer() call failed.')
+            if _get_buffer(target, &view, PyBUF_WRITABLE) < 0:
+                # (the error asyncio's sock.recv_into(target) raises)
+                PyErr_SetObject(TypeError, f'recv_into() argument 1 must be read-write '
+                                           f'bytes-like object, not {type(target).__name__}')
                 self.unread = True
-                self._fatal_error(exc, 'Fatal read error on socket transport')
-                return False
+                return self._callback_failed(False, None, 'Fatal read error on socket transport')
             k = view.len if view.len < n else n
             memcpy(view.buf, buf, k)
             PyBuffer_Release(&view)
             buf += k
             n -= k
-            try:
-                if self.buffer_updated is None:
-                    self.protocol.buffer_updated
-                _call_with(self.buffer_updated, k)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
-                return False
+            result = NULL
+            if self.buffer_updated is not None:
+                result = _call_with_raw(self.buffer_updated, k)
+            if result == NULL:
+                return self._callback_failed(self.buffer_updated is None, 'buffer_updated',
+                                             'Fatal error: protocol.buffer_updated() call failed.')
+            Py_DECREF(<object>result)
             if n and (self.paused or self.closing or self.conn_lost):
                 # paused (or closed) by the protocol in the middle of a chunk
                 if self.closing or self.conn_lost:

@@ -619,6 +619,12 @@ async def _protocol_callback_raises(kind, sdir, which):
         def get_buffer(self, n):
             if which == "get_buffer_empty":
                 return bytearray()
+            if which == "get_buffer_no_len":
+                return 42
+            if which == "get_buffer_no_buffer":
+                return [0] * 16
+            if which == "get_buffer_read_only":
+                return b"x" * 16
             if which == "get_buffer":
                 raise ZeroDivisionError("boom")
             return super().get_buffer(n)
@@ -659,7 +665,9 @@ async def _protocol_callback_raises(kind, sdir, which):
         await pair.aclose()
 
 
-@pytest.mark.parametrize("which", ["get_buffer_empty", "get_buffer", "buffer_updated",
+@pytest.mark.parametrize("which", ["get_buffer_empty", "get_buffer_no_len",
+                                   "get_buffer_no_buffer", "get_buffer_read_only",
+                                   "get_buffer", "buffer_updated",
                                    "data_received", "eof_received"])
 async def test_protocol_callback_raises_same_as_stock(which, sdir):
     rec = await same_as_stock(_protocol_callback_raises, "tcp4", sdir, which)
