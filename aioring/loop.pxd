@@ -368,6 +368,7 @@ cdef class BaseLoop:
         bint wakeup_written
         uint64_t wakeup_writes  # eventfd writes made by _wake (statistics)
         uint64_t cq_overflows   # drains that found the kernel holding completions
+        uint64_t file_requests  # requests of aioring.open() and friends (files.pxi)
         InternalRead wakeup_op
 
         # signals: the wake-up fd given to signal.set_wakeup_fd

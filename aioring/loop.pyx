@@ -106,6 +106,7 @@ include "datagram.pxi"
 include "pipes.pxi"
 include "subprocess.pxi"
 include "tls.pxi"
+include "files.pxi"
 
 
 def _ring_entries():
@@ -1392,6 +1393,10 @@ Loop.sock_accept = _loop_sock_accept
 Loop.sock_recvfrom = _loop_sock_recvfrom
 Loop.sock_recvfrom_into = _loop_sock_recvfrom_into
 Loop._make_subprocess_transport = _loop_make_subprocess_transport
+# the requests behind aioring.open() and its path helpers (files.pxi)
+for _name, _method in list(globals().items()):
+    if _name.startswith('_loop_file_'):
+        setattr(Loop, _name[len('_loop'):], _method)
 
 
 def _unix_stop_serving(self, sock):

@@ -75,6 +75,7 @@ cdef extern from "uring.h" nogil:
         IORING_FEAT_EXT_ARG
         IORING_FEAT_FAST_POLL
         IORING_FEAT_SINGLE_MMAP
+        IORING_FEAT_RW_CUR_POS
         IORING_ENTER_REGISTERED_RING
         IORING_SQ_CQ_OVERFLOW
         IORING_CQE_F_MORE
@@ -99,6 +100,15 @@ cdef extern from "uring.h" nogil:
         IORING_OP_MSG_RING
         IORING_OP_SOCKET
         IORING_OP_SEND_ZC
+        IORING_OP_OPENAT
+        IORING_OP_CLOSE
+        IORING_OP_FSYNC
+        IORING_OP_STATX
+        IORING_OP_UNLINKAT
+        IORING_OP_RENAMEAT
+        IORING_OP_MKDIRAT
+        AR_OP_FTRUNCATE
+        IORING_FSYNC_DATASYNC
         AR_OP_MAX
         AR_WANT_DEFER_TASKRUN
         AR_WANT_NO_SQARRAY
@@ -156,6 +166,19 @@ cdef extern from "uring.h" nogil:
     void ar_prep_poll_add(io_uring_sqe *sqe, int fd, unsigned poll_mask,
                           int multishot, uint64_t user_data)
     void ar_prep_cancel(io_uring_sqe *sqe, uint64_t target, uint64_t user_data)
+    void ar_prep_openat(io_uring_sqe *sqe, int dfd, const char *path, int flags,
+                        unsigned mode, uint64_t user_data)
+    void ar_prep_close(io_uring_sqe *sqe, int fd, uint64_t user_data)
+    void ar_prep_fsync(io_uring_sqe *sqe, int fd, unsigned fsync_flags, uint64_t user_data)
+    void ar_prep_statx(io_uring_sqe *sqe, int dfd, const char *path, int flags,
+                       unsigned mask, void *statxbuf, uint64_t user_data)
+    void ar_prep_unlinkat(io_uring_sqe *sqe, int dfd, const char *path, int flags,
+                          uint64_t user_data)
+    void ar_prep_renameat(io_uring_sqe *sqe, int olddfd, const char *oldpath, int newdfd,
+                          const char *newpath, unsigned flags, uint64_t user_data)
+    void ar_prep_mkdirat(io_uring_sqe *sqe, int dfd, const char *path, unsigned mode,
+                         uint64_t user_data)
+    void ar_prep_ftruncate(io_uring_sqe *sqe, int fd, uint64_t length, uint64_t user_data)
 
     unsigned ar_cq_head(const ar_ring *r)
     unsigned ar_cq_tail(const ar_ring *r)

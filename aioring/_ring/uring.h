@@ -398,6 +398,72 @@ static inline void ar_prep_timeout(struct io_uring_sqe *sqe,
     ar_prep_rw(sqe, IORING_OP_TIMEOUT, -1, ts, 1, count, user_data);
 }
 
+/* ---- files and paths (aioring.open and its helpers) ---------------------
+ * Paths and buffers are read or written by the kernel after submission (the
+ * request may run in an io-wq worker): they must stay valid until the
+ * request's completion.  dfd is a directory descriptor or AT_FDCWD. */
+
+static inline void ar_prep_openat(struct io_uring_sqe *sqe, int dfd, const char *path,
+                                  int flags, unsigned mode, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_OPENAT, dfd, path, mode, 0, user_data);
+    sqe->open_flags = (uint32_t)flags;
+}
+
+static inline void ar_prep_close(struct io_uring_sqe *sqe, int fd, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_CLOSE, fd, NULL, 0, 0, user_data);
+}
+
+/* fsync_flags: 0, or IORING_FSYNC_DATASYNC for fdatasync(2) */
+static inline void ar_prep_fsync(struct io_uring_sqe *sqe, int fd, unsigned fsync_flags,
+                                 uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_FSYNC, fd, NULL, 0, 0, user_data);
+    sqe->fsync_flags = fsync_flags;
+}
+
+/* statx(2) into statxbuf, a struct statx (256 bytes) */
+static inline void ar_prep_statx(struct io_uring_sqe *sqe, int dfd, const char *path,
+                                 int flags, unsigned mask, void *statxbuf,
+                                 uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_STATX, dfd, path, mask, (uint64_t)(uintptr_t)statxbuf,
+               user_data);
+    sqe->statx_flags = (uint32_t)flags;
+}
+
+/* unlinkat(2); flags AT_REMOVEDIR makes it rmdir(2) */
+static inline void ar_prep_unlinkat(struct io_uring_sqe *sqe, int dfd, const char *path,
+                                    int flags, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_UNLINKAT, dfd, path, 0, 0, user_data);
+    sqe->unlink_flags = (uint32_t)flags;
+}
+
+/* renameat2(2): the new directory goes in len, the new path in off */
+static inline void ar_prep_renameat(struct io_uring_sqe *sqe, int olddfd, const char *oldpath,
+                                    int newdfd, const char *newpath, unsigned flags,
+                                    uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_RENAMEAT, olddfd, oldpath, (unsigned)newdfd,
+               (uint64_t)(uintptr_t)newpath, user_data);
+    sqe->rename_flags = flags;
+}
+
+static inline void ar_prep_mkdirat(struct io_uring_sqe *sqe, int dfd, const char *path,
+                                   unsigned mode, uint64_t user_data)
+{
+    ar_prep_rw(sqe, IORING_OP_MKDIRAT, dfd, path, mode, 0, user_data);
+}
+
+/* ftruncate(2) (Linux 6.9): the length goes in off */
+static inline void ar_prep_ftruncate(struct io_uring_sqe *sqe, int fd, uint64_t length,
+                                     uint64_t user_data)
+{
+    ar_prep_rw(sqe, AR_OP_FTRUNCATE, fd, NULL, 0, length, user_data);
+}
+
 /* ---- CQ ------------------------------------------------------------------ */
 
 static inline unsigned ar_cq_head(const ar_ring *r)
