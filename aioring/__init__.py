@@ -12,9 +12,10 @@ import sys as _sys
 
 from aioring._ring.ring import IoUringUnavailable
 from aioring.loop import Loop
+from aioring.files import open
 
 __version__ = "0.1.0.dev0"
-__all__ = ("Loop", "new_event_loop", "run", "IoUringUnavailable")
+__all__ = ("Loop", "new_event_loop", "run", "IoUringUnavailable", "open")
 
 
 def new_event_loop() -> Loop:

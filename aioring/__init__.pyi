@@ -4,6 +4,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 
 from aioring._ring.ring import IoUringUnavailable as IoUringUnavailable
 from aioring.loop import Loop as Loop
+from aioring.files import open as open
 
 _T = TypeVar("_T")
 

@@ -264,3 +264,14 @@ def _loop_file_ops(BaseLoop self):
 def _loop_file_requests(BaseLoop self):
     """File requests submitted to this loop's ring so far."""
     return self.file_requests
+
+
+def _loop_file_cancel(BaseLoop self, fut):
+    """Ask the kernel to cancel the file request whose future is fut (its
+    caller went away).  It completes either way: with what it did, or
+    cancelled.  Walks the requests in flight: for cancellations only."""
+    for op in self._user_ops():
+        if isinstance(op, FileOp) and (<FileOp>op).fut is fut:
+            self._cancel_op(<FileOp>op)
+            return True
+    return False
