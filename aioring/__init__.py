@@ -12,7 +12,6 @@ import sys as _sys
 
 from aioring._ring.ring import IoUringUnavailable
 from aioring.loop import Loop
-from aioring.files import open
 
 __version__ = "0.1.0.dev0"
 __all__ = ("Loop", "new_event_loop", "run", "IoUringUnavailable", "open")
@@ -63,6 +62,12 @@ if _sys.version_info < (3, 16):
 
 
 def __getattr__(name):
+    if name == "open":
+        # aioring.files is imported on first use: a program that never opens
+        # a file through aioring does not load it
+        from aioring.files import open
+        globals()["open"] = open
+        return open
     base = None
     if name in _POLICY_NAMES:
         base = getattr(__asyncio, "DefaultEventLoopPolicy", None)
