@@ -31,7 +31,9 @@ import weakref
 
 __all__ = (
     "open", "stat", "lstat", "unlink", "remove", "rmdir", "rename", "replace",
-    "mkdir", "AsyncBinaryFile", "AsyncTextFile", "uses_ring",
+    "mkdir", "path", "access", "getcwd", "listdir", "scandir", "makedirs",
+    "removedirs", "renames", "readlink", "symlink", "link", "sendfile", "statvfs",
+    "AsyncBinaryFile", "AsyncTextFile", "uses_ring",
 )
 
 _AT_FDCWD = -100
@@ -261,6 +263,93 @@ replace = rename    # the same call on POSIX
 async def mkdir(path, mode=0o777, *, dir_fd=None, loop=None, executor=None):
     """os.mkdir() (IORING_OP_MKDIRAT)."""
     return await _ops(loop, executor).mkdir(os.fspath(path), mode, dir_fd)
+
+
+# The rest of aiofiles.os and aiofiles.os.path, so that code using them
+# switches over whole: what has no ring request runs in the executor (on
+# every loop); the os.path tests built on stat() use the ring's STATX.
+
+def _in_executor(fn):
+    async def call(*args, loop=None, executor=None, **kwargs):
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, lambda: fn(*args, **kwargs))
+    call.__name__ = call.__qualname__ = fn.__name__
+    call.__doc__ = f"os.{fn.__name__}(), in the loop's executor."
+    return call
+
+
+access = _in_executor(os.access)
+getcwd = _in_executor(os.getcwd)
+listdir = _in_executor(os.listdir)
+scandir = _in_executor(os.scandir)
+makedirs = _in_executor(os.makedirs)
+removedirs = _in_executor(os.removedirs)
+renames = _in_executor(os.renames)
+readlink = _in_executor(os.readlink)
+symlink = _in_executor(os.symlink)
+link = _in_executor(os.link)
+sendfile = _in_executor(os.sendfile)
+statvfs = _in_executor(os.statvfs)
+
+
+async def _stat_or_none(path, follow_symlinks=True, loop=None, executor=None):
+    # os.path's tests: False, not an error, for a path stat() refuses
+    try:
+        return await stat(path, follow_symlinks=follow_symlinks, loop=loop,
+                          executor=executor)
+    except (OSError, ValueError):
+        return None
+
+
+async def _exists(path, *, loop=None, executor=None):
+    """os.path.exists()."""
+    return await _stat_or_none(path, loop=loop, executor=executor) is not None
+
+
+async def _isfile(path, *, loop=None, executor=None):
+    """os.path.isfile()."""
+    st = await _stat_or_none(path, loop=loop, executor=executor)
+    return st is not None and _stat.S_ISREG(st.st_mode)
+
+
+async def _isdir(path, *, loop=None, executor=None):
+    """os.path.isdir()."""
+    st = await _stat_or_none(path, loop=loop, executor=executor)
+    return st is not None and _stat.S_ISDIR(st.st_mode)
+
+
+async def _islink(path, *, loop=None, executor=None):
+    """os.path.islink()."""
+    st = await _stat_or_none(path, False, loop=loop, executor=executor)
+    return st is not None and _stat.S_ISLNK(st.st_mode)
+
+
+def _stat_field(field, doc):
+    async def get(path, *, loop=None, executor=None):
+        return getattr(await stat(path, loop=loop, executor=executor), field)
+    get.__doc__ = doc
+    return get
+
+
+class _PathFunctions:
+    """aiofiles.os.path's functions: aioring.files.path.exists(p), ..."""
+
+    exists = staticmethod(_exists)
+    isfile = staticmethod(_isfile)
+    isdir = staticmethod(_isdir)
+    islink = staticmethod(_islink)
+    getsize = staticmethod(_stat_field("st_size", "os.path.getsize()."))
+    getmtime = staticmethod(_stat_field("st_mtime", "os.path.getmtime()."))
+    getatime = staticmethod(_stat_field("st_atime", "os.path.getatime()."))
+    getctime = staticmethod(_stat_field("st_ctime", "os.path.getctime()."))
+    abspath = staticmethod(_in_executor(os.path.abspath))
+    ismount = staticmethod(_in_executor(os.path.ismount))
+    samefile = staticmethod(_in_executor(os.path.samefile))
+    sameopenfile = staticmethod(_in_executor(os.path.sameopenfile))
+
+
+path = _PathFunctions()
 
 
 # -- open() -------------------------------------------------------------------------

@@ -558,6 +558,36 @@ async def test_path_operations(tmp_path):
     assert_ring_used(before)
 
 
+async def test_os_path_functions(tmp_path):
+    before = ring_requests()
+    target = tmp_path / "file"
+    target.write_bytes(b"12345")
+    (tmp_path / "link").symlink_to(target)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    paths = [target, str(tmp_path), tmp_path / "link", tmp_path / "dangling",
+             tmp_path / "missing", "a\0b", str(target / "below")]
+    for name in ("exists", "isfile", "isdir", "islink", "getsize", "getmtime",
+                 "getatime", "getctime", "abspath"):
+        for p in paths:
+            ours = getattr(afiles.path, name)
+            theirs = getattr(os.path, name)
+            assert (await async_outcome(lambda: ours(p))
+                    == outcome(lambda: theirs(p))), (name, p)
+    assert await afiles.path.samefile(target, tmp_path / "link")
+    assert_ring_used(before)
+
+
+async def test_os_functions_in_executor(tmp_path):
+    await afiles.makedirs(tmp_path / "a" / "b")
+    assert await afiles.listdir(tmp_path / "a") == ["b"]
+    await afiles.symlink(tmp_path / "a", tmp_path / "l")
+    assert await afiles.readlink(tmp_path / "l") == str(tmp_path / "a")
+    assert await afiles.access(tmp_path / "a", os.R_OK)
+    assert await afiles.getcwd() == os.getcwd()
+    await afiles.removedirs(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()
+
+
 def current_umask():
     mask = os.umask(0)
     os.umask(mask)
