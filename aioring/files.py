@@ -769,7 +769,15 @@ class AsyncBinaryFile:
         try:
             while size < 0 or got < size:
                 if not self._buffered_bytes():
-                    want = self._read_ahead if self._buffered else 1
+                    if self._buffered:
+                        want = self._read_ahead
+                    elif self._is_seekable():
+                        # a chunk, the excess given back below by a seek:
+                        # where io.FileIO reads one byte at a time
+                        want = io.DEFAULT_BUFFER_SIZE if size < 0 else min(
+                            size - got, io.DEFAULT_BUFFER_SIZE)
+                    else:
+                        want = 1
                     self._rbuf, self._rpos = await self._raw_read(want), 0
                     if not self._rbuf:
                         break
@@ -787,6 +795,8 @@ class AsyncBinaryFile:
         except asyncio.CancelledError:
             self._untake(parts)
             raise
+        if not self._buffered and self._buffered_bytes():
+            await self._rewind_read_ahead()
         return b"".join(parts)
 
     async def readlines(self, hint=-1):
