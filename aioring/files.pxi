@@ -72,7 +72,7 @@ cdef class FileOp(Operation):
         if fut.cancelled() and self.loop != NULL:
             (<BaseLoop>self.loop)._cancel_op(self)
 
-    cdef complete(self, int res, unsigned flags):
+    cdef int complete(self, int res, unsigned flags) except -1:
         fut, self.fut = self.fut, None
         keep, self.keep = self.keep, None
         gone = (fut is None or fut.done() or self.loop == NULL
@@ -80,7 +80,7 @@ cdef class FileOp(Operation):
         if gone:
             if self.kind == FILE_OPEN and res >= 0:
                 c_close(res)    # nobody will ever see this descriptor
-            return
+            return 0
         if res < 0:
             if res == -ECANCELED:
                 fut.cancel()
