@@ -486,7 +486,38 @@ async def _open(file, mode, buffering, encoding, errors, newline, closefd, opene
 _READ_AHEAD_MIN = 64 * 1024     # a buffered read asks the kernel for this much at least
 
 
-class AsyncBinaryFile:
+class _AsyncFileBase:
+    """What the binary and the text file share: lines by readline(), and
+    `async with` closing the file."""
+
+    async def readlines(self, hint=-1):
+        hint = _size_argument(hint)
+        lines = []
+        total = 0
+        async for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb):
+        await self.close()
+
+
+class AsyncBinaryFile(_AsyncFileBase):
     """A file opened in a binary mode: io.FileIO's methods (buffering=0) or
     io.BufferedReader/Writer/Random's, asynchronous."""
 
@@ -799,26 +830,6 @@ class AsyncBinaryFile:
             await self._rewind_read_ahead()
         return b"".join(parts)
 
-    async def readlines(self, hint=-1):
-        hint = _size_argument(hint)
-        lines = []
-        total = 0
-        async for line in self:
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
     # -- writing ---------------------------------------------------------------
 
     async def write(self, b):
@@ -919,12 +930,6 @@ class AsyncBinaryFile:
             if self._closefd:
                 await self._ops.close(self._fd)
 
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, exc_type, exc, tb):
-        await self.close()
-
 
 def _size_argument(size):
     if size is None:
@@ -967,7 +972,7 @@ def _uncookie(cookie):
     return position, dec_flags, bytes_to_feed, need_eof, chars_to_skip
 
 
-class AsyncTextFile:
+class AsyncTextFile(_AsyncFileBase):
     """A file opened in a text mode: io.TextIOWrapper's methods, asynchronous,
     over an AsyncBinaryFile (`buffer`)."""
 
@@ -1169,26 +1174,6 @@ class AsyncTextFile:
                 raise
             return "".join(parts)
 
-    async def readlines(self, hint=-1):
-        hint = _size_argument(hint)
-        lines = []
-        total = 0
-        async for line in self:
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
     # -- writing ---------------------------------------------------------------
 
     async def write(self, s):
@@ -1376,9 +1361,3 @@ class AsyncTextFile:
                 await self.buffer.flush()
         finally:
             await self.buffer.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, exc_type, exc, tb):
-        await self.close()
