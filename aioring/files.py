@@ -94,12 +94,28 @@ class _ThreadOps:
         return self._call(lambda: os.mkdir(path, mode, dir_fd=dir_fd))
 
 
-def _path_bytes(path):
-    # what the kernel takes; os.* refuses the same NUL
+def _path_bytes(path, refuse):
+    # What the kernel takes.  A NUL in it gets the ValueError that `refuse`,
+    # the os function that would take the path, raises for it (its message
+    # names the function from 3.13 on): os checks it while converting its
+    # arguments, before any system call.
     raw = os.fsencode(path)
     if b"\0" in raw:
-        raise ValueError("embedded null byte")
+        refuse(path)
+        raise ValueError("embedded null byte")     # (not reached)
     return raw
+
+
+def _refuse_open(path):
+    os.open(path, os.O_RDONLY)
+
+
+def _refuse_rename_src(path):
+    os.rename(path, "-")
+
+
+def _refuse_rename_dst(path):
+    os.rename("-", path)
 
 
 def _dirfd(dir_fd):
@@ -125,7 +141,7 @@ class _RingOps(_ThreadOps):
                 setattr(self, name, getattr(self, "_ring_" + name))
 
     def _ring_openat(self, path, flags, mode, dir_fd):
-        return self.loop._file_openat(_dirfd(dir_fd), _path_bytes(path), flags, mode, path)
+        return self.loop._file_openat(_dirfd(dir_fd), _path_bytes(path, _refuse_open), flags, mode, path)
 
     def _ring_read(self, fd, size):
         return self.loop._file_read(fd, size)
@@ -149,17 +165,21 @@ class _RingOps(_ThreadOps):
             if dir_fd is not None:
                 return self._call(lambda: os.stat(path, dir_fd=dir_fd))   # its ValueError
             return self.loop._file_statx(path, b"", True, path)
-        return self.loop._file_statx(_dirfd(dir_fd), _path_bytes(path), follow_symlinks, path)
+        return self.loop._file_statx(_dirfd(dir_fd), _path_bytes(path, os.stat),
+                                     follow_symlinks, path)
 
     def _ring_unlink(self, path, dir_fd, rmdir):
-        return self.loop._file_unlinkat(_dirfd(dir_fd), _path_bytes(path), rmdir, path)
+        return self.loop._file_unlinkat(_dirfd(dir_fd),
+                                        _path_bytes(path, os.rmdir if rmdir else os.unlink),
+                                        rmdir, path)
 
     def _ring_rename(self, src, dst, src_dir_fd, dst_dir_fd):
-        return self.loop._file_renameat(_dirfd(src_dir_fd), _path_bytes(src),
-                                        _dirfd(dst_dir_fd), _path_bytes(dst), src, dst)
+        return self.loop._file_renameat(_dirfd(src_dir_fd), _path_bytes(src, _refuse_rename_src),
+                                        _dirfd(dst_dir_fd), _path_bytes(dst, _refuse_rename_dst),
+                                        src, dst)
 
     def _ring_mkdir(self, path, mode, dir_fd):
-        return self.loop._file_mkdirat(_dirfd(dir_fd), _path_bytes(path), mode, path)
+        return self.loop._file_mkdirat(_dirfd(dir_fd), _path_bytes(path, os.mkdir), mode, path)
 
 
 _ring_ops_by_loop = weakref.WeakKeyDictionary()
@@ -423,6 +443,10 @@ async def _open(file, mode, buffering, encoding, errors, newline, closefd, opene
     _check_arguments(file, mode, buffering, encoding, errors, newline, closefd)
     if not isinstance(file, int):
         file = os.fspath(file)
+        if b"\0" in os.fsencode(file):
+            # (FileIO's own check and message: before the opener, and not
+            # os.open()'s, whose message differs from 3.13 on)
+            raise ValueError("embedded null byte")
     modes = set(mode)
     creating, reading, writing, appending = ("x" in modes, "r" in modes,
                                              "w" in modes, "a" in modes)

@@ -515,13 +515,28 @@ def raised_apart_from_oserrors(rec):
             if c[2][0] == "raise" and c[2][1] not in _OSERROR_NAMES]
 
 
+def raised_apart_from_races(rec, hazards):
+    calls = raised_apart_from_oserrors(rec)
+    if "write to a closed peer" in hazards:
+        # The stock transport's send to a peer that is gone fails inside
+        # write() and closes the transport, so a write_eof() after it does
+        # nothing; aioring's send fails at the end of the iteration, its
+        # write_eof() takes effect and a write() after it raises
+        # (docs/differences.md)
+        calls = [c for c in calls
+                 if not (c[2][1] == "RuntimeError" and "after write_eof()" in c[2][2])]
+    return calls
+
+
 def compare_stream(stock, mine):
     check_structure(stock, "stock")
     check_structure(mine, "aioring")
     if stock["hazards"] or mine["hazards"]:
         # a race decides what the peer gets (see the module's docstring):
         # the calls still raise the same (an OSError can be the race's)
-        assert raised_apart_from_oserrors(mine) == raised_apart_from_oserrors(stock)
+        hazards = stock["hazards"] + mine["hazards"]
+        assert (raised_apart_from_races(mine, hazards)
+                == raised_apart_from_races(stock, hazards))
         return
     assert summary(mine) == summary(stock)
 
