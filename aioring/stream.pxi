@@ -26,7 +26,7 @@ from asyncio import protocols as _protocols
 from asyncio import transports as _transports
 from asyncio import trsock as _trsock
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
-from cpython.exc cimport PyErr_SetObject, PyErr_SetString
+from cpython.exc cimport PyErr_Clear, PyErr_SetObject, PyErr_SetString
 
 cdef extern from "Python.h":
     # as cpython's, with their errors left set for the caller (-1)
@@ -260,7 +260,9 @@ cdef class SocketStream:
                 return self._callback_failed(self.get_buffer is None, 'get_buffer',
                                              'Fatal error: protocol.get_buffer() call failed.')
             if _get_buffer(target, &view, PyBUF_WRITABLE) < 0:
-                # (the error asyncio's sock.recv_into(target) raises)
+                # the error asyncio's sock.recv_into(target) raises instead
+                # (the message is built with no exception set)
+                PyErr_Clear()
                 PyErr_SetObject(TypeError, f'recv_into() argument 1 must be read-write '
                                            f'bytes-like object, not {type(target).__name__}')
                 self.unread = True
