@@ -208,17 +208,6 @@ cdef extern from "Python.h":
     PyObject *PyMethod_GET_SELF(object o)
 
 
-cdef inline object _call_with(object func, object arg):
-    # func(arg) by vectorcall, for the protocol callbacks that run per
-    # received chunk (see _call_with_raw)
-    cdef PyObject *r = _call_with_raw(func, arg)
-    if r == NULL:
-        _raised()
-    result = <object>r
-    Py_DECREF(result)       # (the call's reference, now result's)
-    return result
-
-
 cdef inline PyObject *_call_with_raw(object func, object arg) noexcept:
     # func(arg): its result (a new reference), or NULL with the exception
     # set, for callers that handle the error without a try block (each costs
