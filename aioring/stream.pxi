@@ -26,7 +26,7 @@ from asyncio import protocols as _protocols
 from asyncio import transports as _transports
 from asyncio import trsock as _trsock
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
-from cpython.exc cimport PyErr_Clear, PyErr_SetObject, PyErr_SetString
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred, PyErr_SetObject, PyErr_SetString
 
 cdef extern from "Python.h":
     # as cpython's, with their errors left set for the caller (-1)
@@ -226,6 +226,10 @@ cdef class SocketStream:
         # A protocol callback raised (its exception is still set, see
         # _raised), or the protocol lacks it (missing: looked up again, which
         # raises as asyncio's call would).  False: reading stops.
+        if not missing and PyErr_Occurred() == NULL:
+            # (a C callable's NULL without an exception: what the check
+            # PyObject_Vectorcall makes would have raised)
+            PyErr_SetString(SystemError, 'error return without exception set')
         try:
             if missing:
                 getattr(self.protocol, name)
