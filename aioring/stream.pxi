@@ -363,13 +363,11 @@ cdef class SocketStream:
     cdef _drop_write(self):
         # asyncio's write() once its connection counts as lost: ignored,
         # with a warning from the fifth time on
+        if (self.conn_lost or self.closed_fresh) >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            _logger.warning('socket.send() raised exception.')
         if self.conn_lost:
-            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                _logger.warning('socket.send() raised exception.')
             self.conn_lost += 1
         else:
-            if self.closed_fresh >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                _logger.warning('socket.send() raised exception.')
             self.closed_fresh += 1
 
     cdef _send_now(self):
