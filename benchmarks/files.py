@@ -40,16 +40,9 @@ def _read_whole(path):
         return f.read()
 
 
-async def small_reads_aioring(paths):
+async def small_reads(opener, paths):
     async def one(path):
-        async with aioring.open(path, "rb") as f:
-            return await f.read()
-    return await asyncio.gather(*(one(p) for p in paths))
-
-
-async def small_reads_aiofiles(paths):
-    async def one(path):
-        async with aiofiles.open(path, "rb") as f:
+        async with opener(path, "rb") as f:
             return await f.read()
     return await asyncio.gather(*(one(p) for p in paths))
 
@@ -134,9 +127,9 @@ def main(argv=None):
 
         workloads = [
             (f"small reads ({args.files} x {args.size} B, concurrent)", args.files, "files/s", [
-                ("aioring.open (aioring loop)", ring, lambda: small_reads_aioring(paths)),
-                ("aiofiles (stock loop)", stock, lambda: small_reads_aiofiles(paths)),
-                ("aiofiles (aioring loop)", ring, lambda: small_reads_aiofiles(paths)),
+                ("aioring.open (aioring loop)", ring, lambda: small_reads(aioring.open, paths)),
+                ("aiofiles (stock loop)", stock, lambda: small_reads(aiofiles.open, paths)),
+                ("aiofiles (aioring loop)", ring, lambda: small_reads(aiofiles.open, paths)),
                 ("to_thread (stock loop)", stock, lambda: small_reads_to_thread(paths)),
                 ("to_thread (aioring loop)", ring, lambda: small_reads_to_thread(paths)),
             ]),
