@@ -58,19 +58,34 @@ cdef object _stat_result = os.stat_result
 cdef object _makedev = os.makedev
 
 
+class FileFuture(_Future):
+    """The future of a file request.  Cancelling it does not end it at
+    once: the kernel is asked to cancel the request, and the future ends
+    with the request's completion -- cancelled if the kernel stopped it in
+    time, else with what it did (the bytes read, the descriptor opened), for
+    the caller to take over (aioring.files._finish) rather than lose.  A
+    task awaiting it gets its CancelledError then, one iteration later
+    than from a plain future.  (Not a done callback on a plain future: that
+    would be a callback per request; this costs nothing until a cancel.)"""
+    __slots__ = ('_op',)
+
+    def cancel(self, msg=None):
+        cdef FileOp op = self._op
+        if not self.done() and op.in_flight and op.loop != NULL:
+            (<BaseLoop>op.loop)._cancel_op(op)
+        return False
+
+
+cdef object _future_cancel = _Future.cancel
+
+
 cdef class FileOp(Operation):
     cdef:
-        object fut
+        object fut              # a FileFuture
         object keep             # what the kernel reads or writes: paths, data, the read buffer
         object filename         # for the OSError, as os.* would name them
         object filename2
         int kind
-
-    def _fut_done(self, fut):
-        # a cancelled caller cancels the request (an open that completes
-        # anyway has its descriptor closed by complete())
-        if fut.cancelled() and self.loop != NULL:
-            (<BaseLoop>self.loop)._cancel_op(self)
 
     cdef int complete(self, int res, unsigned flags) except -1:
         fut, self.fut = self.fut, None
@@ -83,7 +98,7 @@ cdef class FileOp(Operation):
             return 0
         if res < 0:
             if res == -ECANCELED:
-                fut.cancel()
+                _future_cancel(fut)
             else:
                 fut.set_exception(_file_error(-res, self.filename, self.filename2))
         elif self.kind == FILE_READ:
@@ -135,7 +150,8 @@ cdef FileOp _file_op(BaseLoop loop, int kind, filename=None, filename2=None):
     loop._check_closed_fast()
     cdef FileOp op = FileOp.__new__(FileOp)
     op.kind = kind
-    op.fut = _Future(loop=loop)
+    op.fut = FileFuture(loop=loop)
+    op.fut._op = op         # (a cycle until complete() drops op.fut)
     op.filename = filename
     op.filename2 = filename2
     return op
@@ -145,7 +161,6 @@ cdef object _file_submitted(BaseLoop loop, FileOp op):
     # op's SQE is prepared: hold op until its final completion
     loop._track_user(op)
     loop.file_requests += 1
-    op.fut.add_done_callback(op._fut_done)
     return op.fut
 
 
@@ -261,17 +276,3 @@ def _loop_file_ops(BaseLoop self):
     }
 
 
-def _loop_file_requests(BaseLoop self):
-    """File requests submitted to this loop's ring so far."""
-    return self.file_requests
-
-
-def _loop_file_cancel(BaseLoop self, fut):
-    """Ask the kernel to cancel the file request whose future is fut (its
-    caller went away).  It completes either way: with what it did, or
-    cancelled.  Walks the requests in flight: for cancellations only."""
-    for op in self._user_ops():
-        if isinstance(op, FileOp) and (<FileOp>op).fut is fut:
-            self._cancel_op(<FileOp>op)
-            return True
-    return False

@@ -27,7 +27,8 @@ import os
 import stat as _stat
 import sys
 import warnings
-import weakref
+
+from aioring.loop import Loop as _Loop, FileFuture as _FileFuture
 
 __all__ = (
     "open", "stat", "lstat", "unlink", "remove", "rmdir", "rename", "replace",
@@ -182,20 +183,16 @@ class _RingOps(_ThreadOps):
         return self.loop._file_mkdirat(_dirfd(dir_fd), _path_bytes(path, os.mkdir), mode, path)
 
 
-_ring_ops_by_loop = weakref.WeakKeyDictionary()
-
-
 def _ops(loop=None, executor=None):
     if loop is None:
         loop = asyncio.get_running_loop()
-    from aioring.loop import Loop
-    if not isinstance(loop, Loop):
+    if not isinstance(loop, _Loop):
         return _ThreadOps(loop, executor)
     if executor is not None:
         return _RingOps(loop, executor)
-    ops = _ring_ops_by_loop.get(loop)
+    ops = loop._file_requests
     if ops is None:
-        ops = _ring_ops_by_loop[loop] = _RingOps(loop, None)
+        ops = loop._file_requests = _RingOps(loop, None)
     return ops
 
 
@@ -208,14 +205,22 @@ def uses_ring(operation, loop=None):
     return ops.ring and operation in ops.on_ring
 
 
-async def _finish(fut, on_late=None, ops=None, owner=None):
+async def _finish(fut, on_late=None, owner=None):
     # Wait for a request without abandoning it: a cancelled caller leaves it
     # to complete, and on_late takes its result (the bytes it read, the
-    # descriptor it opened), so that nothing is lost or leaked; owner._late
-    # becomes a future done once on_late has run, which the owner's next
-    # call waits for.  On the ring the kernel is asked to cancel the request
-    # too (a read from a pipe may never complete otherwise); a thread's
-    # call runs to its end.
+    # descriptor it opened), so that nothing is lost or leaked.
+    if type(fut) is _FileFuture:
+        # A ring request's future ends with the request (the kernel is asked
+        # to cancel it: a read from a pipe may never complete otherwise), so
+        # a CancelledError here comes once it has completed.
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done():
+                _late_result(fut, on_late)
+            raise
+    # A thread's call runs to its end: owner._late becomes a future done
+    # once on_late has run, which the owner's next call waits for.
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
@@ -233,8 +238,6 @@ async def _finish(fut, on_late=None, ops=None, owner=None):
             fut.add_done_callback(late)
             if owner is not None:
                 owner._late = settled
-            if ops is not None and ops.ring:
-                ops.loop._file_cancel(fut)
         raise
 
 
@@ -405,19 +408,28 @@ class _OpenContext:
         self._file = None
 
 
+# (mode, buffering, encoding, errors, newline) the built-in open() took:
+# its checks, which raise an exception to say yes, are made once for each
+_ACCEPTED_ARGUMENTS = set()
+
+
 def _check_arguments(file, mode, buffering, encoding, errors, newline, closefd):
     # The built-in open()'s own checks, in its order, with its messages:
     # given a descriptor of -1 it makes all of them before it would open
     # anything, then fails on the descriptor.
     if not isinstance(file, int):
         os.fspath(file)     # its TypeError
-    try:
-        io.open(-1, mode, buffering, encoding, errors, newline, closefd=False)
-    except ValueError as exc:
-        if str(exc) != "negative file descriptor":
-            raise
-    else:       # (never: -1 is no file)
-        raise AssertionError("io.open(-1) opened something")
+    key = (mode, buffering, encoding, errors, newline)
+    if key not in _ACCEPTED_ARGUMENTS:
+        try:
+            io.open(-1, mode, buffering, encoding, errors, newline, closefd=False)
+        except ValueError as exc:
+            if str(exc) != "negative file descriptor":
+                raise
+        else:       # (never: -1 is no file)
+            raise AssertionError("io.open(-1) opened something")
+        if all(v is None or type(v) in (str, int) for v in key):
+            _ACCEPTED_ARGUMENTS.add(key)
     if isinstance(file, int):
         if file < 0:
             raise ValueError("negative file descriptor")
@@ -491,7 +503,9 @@ async def _open(file, mode, buffering, encoding, errors, newline, closefd, opene
         if appending:
             os.lseek(fd, 0, os.SEEK_END)
         buffer_size = (io.DEFAULT_BUFFER_SIZE if st.st_blksize <= 1 else st.st_blksize)
-        line_buffering = buffering == 1 or (buffering < 0 and os.isatty(fd))
+        # (a regular file is no terminal: no ioctl to ask)
+        line_buffering = buffering == 1 or (buffering < 0 and not _stat.S_ISREG(st.st_mode)
+                                            and os.isatty(fd))
         if buffering in (1, -1):
             buffering = buffer_size
         f = AsyncBinaryFile(fd, file, raw_mode, closefd, ops, readable, writable,
@@ -654,11 +668,10 @@ class AsyncBinaryFile(_AsyncFileBase):
         self._rpos = 0
 
     async def _raw_read(self, size):
-        return await _finish(self._ops.read(self._fd, size), self._keep_late_read,
-                             self._ops, self)
+        return await _finish(self._ops.read(self._fd, size), self._keep_late_read, self)
 
     async def _raw_write(self, data):
-        return await _finish(self._ops.write(self._fd, data), None, self._ops, self)
+        return await _finish(self._ops.write(self._fd, data), None, self)
 
     def _buffered_bytes(self):
         return len(self._rbuf) - self._rpos
@@ -690,8 +703,7 @@ class AsyncBinaryFile(_AsyncFileBase):
     async def _flush_unlocked(self):
         while self._wbuf:
             data = bytes(self._wbuf)
-            written = await _finish(self._ops.write(self._fd, data), self._drop_written,
-                                    self._ops, self)
+            written = await _finish(self._ops.write(self._fd, data), self._drop_written, self)
             self._drop_written(written)
 
     def _drop_written(self, n):
@@ -747,8 +759,13 @@ class AsyncBinaryFile(_AsyncFileBase):
             st = os.fstat(self._fd)
             pos = os.lseek(self._fd, 0, os.SEEK_CUR)
             guess = st.st_size - pos + 1 if st.st_size >= pos else 0
+            # a regular file read up to its size has ended: no read for
+            # the b"" that says so (one that grows meanwhile is read as it
+            # was an instant earlier, which a second read could miss too)
+            left = st.st_size - pos if _stat.S_ISREG(st.st_mode) else -1
         except OSError:
             guess = 0
+            left = -1
         try:
             while True:
                 data = await self._raw_read(max(guess, self._read_ahead))
@@ -756,6 +773,9 @@ class AsyncBinaryFile(_AsyncFileBase):
                     break
                 parts.append(data)
                 guess = 0
+                left -= len(data)
+                if left == 0:
+                    break
         except asyncio.CancelledError:
             self._untake(parts)
             raise

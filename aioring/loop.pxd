@@ -97,10 +97,12 @@ cdef class RecvBuffers:
         bint ready
         int error                       # -errno when setup failed
         readonly unsigned long long enobufs     # recvs that found the pool empty
+        readonly unsigned long long used        # buffers the kernel filled and got back
         unsigned long long grown_at     # loop iteration of the last growth
     cdef int setup(self, ar_ring *ring)
     cdef char *addr(self, uint16_t bid) noexcept
     cdef void recycle(self, uint16_t bid) noexcept
+    cdef unsigned provided(self) noexcept
     cdef exhausted(self, unsigned long long iteration)
     cdef free(self, ar_ring *ring)
     cdef forget(self)
@@ -369,6 +371,12 @@ cdef class BaseLoop:
         uint64_t wakeup_writes  # eventfd writes made by _wake (statistics)
         uint64_t cq_overflows   # drains that found the kernel holding completions
         uint64_t file_requests  # requests of aioring.open() and friends (files.pxi)
+        # loop.stats() (stats.pxi)
+        uint64_t completions    # CQEs reaped
+        uint64_t slow_callbacks # callbacks that ran slow_callback_duration or longer
+        double slow_duration    # slow_callback_duration
+        uint64_t slow_ticks     # callback_ticks() below which no callback is slow
+        bint callback_clock     # callbacks are timed (AIORING_CALLBACK_CLOCK=0: not)
         InternalRead wakeup_op
 
         # signals: the wake-up fd given to signal.set_wakeup_fd
@@ -383,7 +391,6 @@ cdef class BaseLoop:
         public bint _closed
         public object _thread_id
         public object _current_handle
-        public double slow_callback_duration
         public dict _signal_handlers
 
         dict readers            # fd -> PollOp (add_reader)

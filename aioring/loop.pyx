@@ -107,6 +107,7 @@ include "pipes.pxi"
 include "subprocess.pxi"
 include "tls.pxi"
 include "files.pxi"
+include "stats.pxi"
 
 
 def _ring_entries():
@@ -151,6 +152,7 @@ cdef class BaseLoop:
         self._closed = True
         self._thread_id = None
         self._current_handle = None
+        self.callback_clock = _feature_on('AIORING_CALLBACK_CLOCK')
         self.slow_callback_duration = 0.1
         self._signal_handlers = {}
         self.readers = {}
@@ -459,7 +461,7 @@ cdef class BaseLoop:
         cdef Py_ssize_t ntodo, i
         cdef object handle
         cdef bint own
-        cdef double t0, dt
+        cdef uint64_t last = 0, now
 
         if self.timer_cancelled_count:
             # (never below the number of cancelled timers in the heap)
@@ -490,6 +492,8 @@ cdef class BaseLoop:
         # Run what is ready now; what these callbacks schedule waits for the
         # next iteration (after another poll), as in asyncio.
         ntodo = _Py_SIZE(<PyObject *>self.ready)
+        if self.callback_clock:
+            last = callback_ticks()
         for i in range(ntodo):
             handle = self.ready_popleft()
             own = isinstance(handle, Handle)
@@ -502,6 +506,11 @@ cdef class BaseLoop:
                 (<Handle>handle).run()
             else:
                 handle._run()
+            if self.callback_clock:
+                now = callback_ticks()
+                if now - last >= self.slow_ticks:
+                    _count_if_slow(self, now - last)
+                last = now
         handle = None
 
     def _run_debug(self, handle):
@@ -510,7 +519,7 @@ cdef class BaseLoop:
             t0 = self._time()
             handle._run()
             dt = self._time() - t0
-            if dt >= self.slow_callback_duration:
+            if dt >= self.slow_duration:
                 _logger.warning('Executing %s took %.3f seconds',
                                 _base_events._format_handle(handle), dt)
         finally:
@@ -583,9 +592,13 @@ cdef class BaseLoop:
         cdef int res
         cdef unsigned flags
         cdef Operation op
+        cdef uint64_t last = 0, now
+        if self.callback_clock:
+            last = callback_ticks()
         while True:
             head = ar_cq_head(ring)
             tail = ar_cq_tail(ring)
+            self.completions += tail - head
             if head == tail:
                 if ar_cq_overflowed(ring):
                     # completions the CQ had no room for: have the kernel
@@ -615,6 +628,13 @@ cdef class BaseLoop:
                         self._unlist(op)
                     Py_DECREF(op)
                 op.complete(res, flags)
+                if self.callback_clock:
+                    # (a completion runs protocol callbacks: timed as asyncio
+                    # times the handle that would run them)
+                    now = callback_ticks()
+                    if now - last >= self.slow_ticks:
+                        _count_if_slow(self, now - last)
+                    last = now
 
     # -- the loop's own descriptors -----------------------------------------------
 
@@ -1192,6 +1212,18 @@ cdef class BaseLoop:
 
     # -- introspection ------------------------------------------------------
 
+    @property
+    def slow_callback_duration(self):
+        """A callback that runs this long (seconds) or longer is slow:
+        debug mode logs it, and loop.stats() counts it (as asyncio's loop:
+        a plain attribute, default 0.1)."""
+        return self.slow_duration
+
+    @slow_callback_duration.setter
+    def slow_callback_duration(self, double value):
+        self.slow_duration = value
+        self.slow_ticks = _slow_ticks_floor(value)
+
     def _ring_info(self):
         """What the ring was set up with (for tests and diagnostics)."""
         return {
@@ -1202,19 +1234,14 @@ cdef class BaseLoop:
             'cq_entries': self.ring.cq_entries,
             'enabled': bool(self.ring.enabled),
             'ring_fd_registered': bool(self.ring.enter_flags & IORING_ENTER_REGISTERED_RING),
-            'enter_calls': self.ring.n_enter,
-            'submitted': self.ring.n_submitted,
-            'inflight': self.inflight,
-            'wakeup_writes': self.wakeup_writes,
-            'cq_overflows': self.cq_overflows,
             'fixed_files': self.files.enabled,
             'fixed_files_size': self.files.size,
-            'fixed_files_in_use': self.files.in_use,
-            'fixed_files_fallbacks': self.files.fallbacks,
             'recv_multishot': self.recv_multishot,
+            'callback_clock': self.callback_clock,
             'spare_bytes_kept': self.spare_bytes.count,
             'spare_bytes_total': self.spare_bytes.total,
             **self.recv_buffers.info(&self.ring),
+            **_loop_stats(self),    # (stats.pxi)
         }
 
 
@@ -1308,6 +1335,7 @@ class Loop(BaseLoop, asyncio.AbstractEventLoop):
         # transports by fd: add_reader & co. refuse a transport's descriptor
         self._transports = weakref.WeakValueDictionary()
         self._unix_server_sockets = {}      # create_unix_server's cleanup
+        self._file_requests = None          # aioring.files' requests on this loop (files.py)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
@@ -1393,6 +1421,7 @@ Loop.sock_accept = _loop_sock_accept
 Loop.sock_recvfrom = _loop_sock_recvfrom
 Loop.sock_recvfrom_into = _loop_sock_recvfrom_into
 Loop._make_subprocess_transport = _loop_make_subprocess_transport
+Loop.stats = _loop_stats
 # the requests behind aioring.open() and its path helpers (files.pxi)
 for _name, _method in list(globals().items()):
     if _name.startswith('_loop_file_'):

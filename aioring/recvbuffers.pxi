@@ -49,6 +49,7 @@ cdef class RecvBuffers:
         return <char *>ar_bufring_addr(&self.br, bid)
 
     cdef void recycle(self, uint16_t bid) noexcept:
+        self.used += 1
         ar_bufring_recycle(&self.br, bid)
         ar_bufring_publish(&self.br)
 
@@ -86,8 +87,9 @@ cdef class RecvBuffers:
                 available = n
         return {
             'recv_buffer_ring': bool(self.ready),
-            'recv_buffers_provided': self.br.provided if self.ready else 0,
             'recv_buffers_available': available,
             'recv_buffer_size': RECV_BUFFER_SIZE,
-            'recv_enobufs': self.enobufs,
         }
+
+    cdef unsigned provided(self) noexcept:
+        return self.br.provided if self.ready else 0

@@ -92,12 +92,12 @@ def binary_text(rng, n):
 def assert_ring_used(before):
     loop = asyncio.get_running_loop()
     if is_aioring(loop):
-        assert loop._file_requests() > before
+        assert loop.stats()["file_requests"] > before
 
 
 def ring_requests():
     loop = asyncio.get_running_loop()
-    return loop._file_requests() if is_aioring(loop) else 0
+    return loop.stats()["file_requests"] if is_aioring(loop) else 0
 
 
 # -- binary -------------------------------------------------------------------------
@@ -605,12 +605,12 @@ async def test_ring_path_is_used(twins):
     for op in ("openat", "read", "write", "close", "fsync", "statx", "unlinkat",
                "renameat", "mkdirat"):
         assert afiles.uses_ring(op), op
-    before = loop._file_requests()
+    before = loop.stats()["file_requests"]
     async with aioring.open(b, "rb", buffering=0) as f:      # openat
         for _ in range(10):
             await f.read(10)                                 # 10 reads
     # (and a close)
-    assert loop._file_requests() - before == 12
+    assert loop.stats()["file_requests"] - before == 12
 
 
 async def test_fallback_to_threads(twins, monkeypatch):
@@ -620,7 +620,8 @@ async def test_fallback_to_threads(twins, monkeypatch):
     monkeypatch.setattr(afiles, "_OPS_OFF", frozenset(
         ["openat", "read", "write", "close", "fsync", "ftruncate", "statx",
          "unlinkat", "renameat", "mkdirat"]))
-    monkeypatch.setattr(afiles, "_ring_ops_by_loop", type(afiles._ring_ops_by_loop)())
+    if is_aioring(loop):
+        monkeypatch.setattr(loop, "_file_requests", None)     # (made anew with _OPS_OFF)
     before = ring_requests()
     a, b = twins(b"abc\ndef\n")
     async with aioring.open(b, "r+") as f:

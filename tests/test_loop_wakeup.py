@@ -26,7 +26,7 @@ def test_busy_loop_never_writes_the_wakeup_eventfd():
 
         loop.call_soon_threadsafe(cb)
         await done
-        return loop._ring_info()['wakeup_writes']
+        return loop._ring_info()['wakeups']
 
     assert aioring.run(main()) == 0
 
@@ -43,12 +43,12 @@ def test_sleeping_loop_is_woken_with_few_writes():
                 loop.call_soon_threadsafe(got.append, i)
             loop.call_soon_threadsafe(woke.set_result, time.monotonic())
 
-        before = loop._ring_info()['wakeup_writes']
+        before = loop._ring_info()['wakeups']
         th = threading.Thread(target=producer)
         th.start()
         t_woke = await asyncio.wait_for(woke, 5)   # nothing else would wake it
         th.join()
-        writes = loop._ring_info()['wakeup_writes'] - before
+        writes = loop._ring_info()['wakeups'] - before
         return got, writes, time.monotonic() - t_woke
 
     got, writes, lag = aioring.run(main())

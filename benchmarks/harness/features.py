@@ -3,6 +3,8 @@ measured by switching it off.  The loop reads its switches once, at
 creation, from the environment (AIORING_FIXED_FILES, AIORING_RECV_MULTISHOT,
 AIORING_BUFFER_RING, AIORING_DEFER_TASKRUN; =0 takes the path a kernel
 without the feature gets), so each variant is a Target with one switch at 0.
+One more switch is not io_uring's: AIORING_CALLBACK_CLOCK=0 measures what
+loop.stats() costs (docs/stats.md).
 
 A probe (one echo round trip on each variant's loop, then
 loop._ring_info()) records what the loop actually did, so a switch that
@@ -37,6 +39,9 @@ SWITCHES = (
     # into its own buffer, so multishot is moot there
     Switch("buffer ring", "AIORING_BUFFER_RING", "recv_buffer_ring"),
     Switch("DEFER_TASKRUN", "AIORING_DEFER_TASKRUN", "defer_taskrun"),
+    # not io_uring's: what loop.stats() costs (its slow-callback timing; the
+    # other counters are increments that cannot be switched off)
+    Switch("callback clock", "AIORING_CALLBACK_CLOCK", "callback_clock"),
 )
 
 # io_uring_setup flags (linux/io_uring.h) worth naming in the report.  With
@@ -129,13 +134,13 @@ try:
 finally:
     loop.close()
 print(json.dumps({k: info[k] for k in ("fixed_files", "recv_multishot", "recv_buffer_ring",
-                                       "setup_flags")}))
+                                       "callback_clock", "setup_flags")}))
 """
 
 
 def probe_switches(targets, ctx):
     """{target name: {fixed_files, recv_multishot, recv_buffer_ring,
-    defer_taskrun, setup_flags, setup_flag_names} or {error}}."""
+    callback_clock, defer_taskrun, setup_flags, setup_flag_names} or {error}}."""
     found = {}
     for t in targets:
         proc = None

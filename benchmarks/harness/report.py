@@ -194,7 +194,9 @@ def features_section(results):
            f"ratios are to `{BASELINE}` (requests/s: higher is faster; CPU and Ir: lower is "
            "cheaper). CPU µs/req is user+sys: what fixed files (no file lookup and reference "
            "count per operation) and DEFER_TASKRUN (completions run when the loop waits, in "
-           "one batch) save is kernel time and shows only there; Ir/req is user space only."
+           "one batch) save is kernel time and shows only there; Ir/req is user space only. "
+           "The callback clock is not io_uring's: it is what `loop.stats()` costs (its "
+           "slow-callback timing, docs/stats.md)."
            + ("" if table_data.get("callgrind") else " Ir/req not measured in this run."), "",
            table(["workload"] + targets, rows), ""]
     switches = table_data.get("switches") or {}
@@ -203,17 +205,19 @@ def features_section(results):
         for t in targets:
             info = switches.get(t) or {"error": "not probed"}
             if "error" in info:
-                switch_rows.append([t, info["error"], "", "", ""])
+                switch_rows.append([t, info["error"], "", "", "", ""])
                 continue
             switch_rows.append([t, on_off(info["fixed_files"]), on_off(info["recv_multishot"]),
                                 on_off(info["recv_buffer_ring"]),
+                                on_off(info.get("callback_clock")),
                                 " · ".join(info["setup_flag_names"]) or "–"])
         out += ["What each column's loop reported (a probe: one stream echo round trip, then "
                 "`loop._ring_info()`). Without the buffer ring, multishot recv is moot (one "
                 "recv at a time into the stream's own buffer); without DEFER_TASKRUN the ring "
                 "gets the flags of kernels before 6.1 (COOP_TASKRUN, no SINGLE_ISSUER, no "
                 "NO_SQARRAY).", "",
-                table(["column", "fixed files", "multishot recv", "buffer ring", "ring setup"],
+                table(["column", "fixed files", "multishot recv", "buffer ring",
+                       "callback clock", "ring setup"],
                       switch_rows), ""]
         problems = switch_problems({t: switches[t] for t in targets if t in switches})
         if problems:

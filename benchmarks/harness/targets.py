@@ -15,7 +15,7 @@ MICRO = os.path.join(BENCH_DIR, "micro.py")
 C_FLOOR = "C floor"
 # aioring's io_uring feature switches (=0 turns one off; read at loop creation)
 AIORING_SWITCHES = ("AIORING_FIXED_FILES", "AIORING_RECV_MULTISHOT", "AIORING_BUFFER_RING",
-                    "AIORING_DEFER_TASKRUN")
+                    "AIORING_DEFER_TASKRUN", "AIORING_CALLBACK_CLOCK")
 REFERENCE = "uvloop"
 
 
