@@ -890,9 +890,35 @@ class AsyncBinaryFile(_AsyncFileBase):
             await self._rewind_read_ahead()
         if not self._buffered:
             return await self._raw_write(data)
-        self._wbuf += data
-        if len(self._wbuf) >= self._buffer_size:
-            await self._flush_unlocked()
+        if len(data) <= self._buffer_size - len(self._wbuf):
+            self._wbuf += data
+            return len(data)
+        # As io.BufferedWriter: what is buffered goes first, then data is
+        # written from where it is (no copy into the buffer: that copy, and
+        # the page faults of a new megabyte each time, cost more than the
+        # write) until what is left fits in the buffer.
+        await self._flush_unlocked()
+        done = [0, False]       # bytes of data written; the rest is in _wbuf
+
+        def late(n):
+            # a write a cancelled call left running: in a thread it ends
+            # after the rest went into _wbuf, on the ring before
+            if done[1]:
+                self._drop_written(n)
+            else:
+                done[0] += n
+
+        try:
+            while len(data) - done[0] > self._buffer_size:
+                chunk = data[done[0]:] if done[0] else data
+                done[0] += await _finish(self._ops.write(self._fd, chunk), late, self)
+        except asyncio.CancelledError:
+            # nothing lost: the next flush writes the rest
+            done[1] = True
+            self._wbuf += data[done[0]:]
+            raise
+        # (an error leaves the rest out, as io.BufferedWriter does)
+        self._wbuf += data[done[0]:] if done[0] else data
         return len(data)
 
     async def writelines(self, lines):

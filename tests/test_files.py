@@ -14,6 +14,7 @@ import io
 import os
 import random
 import stat
+import threading
 import warnings
 
 import pytest
@@ -671,6 +672,40 @@ async def test_cancelled_read_loses_nothing(tmp_path):
     os.close(wfd)
     gc.collect()
     assert open_fds() - fds == set()
+
+
+@pytest.mark.parametrize("size", [1 << 20, 100_000, 5000])
+async def test_cancelled_large_write_loses_nothing_and_repeats_nothing(tmp_path, size):
+    # A write larger than the buffer goes out from the caller's bytes (as
+    # io.BufferedWriter's): into a FIFO nobody reads yet, it waits in the
+    # kernel (or thread) and is cancelled there; what it had not written
+    # goes out with the next flush, and nothing twice.
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    data = bytes(range(256)) * (size // 256) + b"tail"
+    f = await aioring.open(fifo, "wb")
+    await f.write(b"head")                  # buffered, goes first
+    task = asyncio.ensure_future(f.write(data))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    try:
+        assert await task == len(data)      # (it may have ended before the cancel)
+    except asyncio.CancelledError:
+        pass
+    os.set_blocking(rfd, True)
+    got = []
+
+    def drain():
+        while chunk := os.read(rfd, 1 << 16):
+            got.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    await f.close()                         # flushes the rest; EOF for the reader
+    reader.join(10)
+    os.close(rfd)
+    assert b"".join(got) == b"head" + data
 
 
 async def test_cancelled_open_leaks_no_fd(tmp_path):
