@@ -376,7 +376,8 @@ cdef class BaseLoop:
         uint64_t slow_callbacks # callbacks that ran slow_callback_duration or longer
         double slow_duration    # slow_callback_duration
         uint64_t slow_ticks     # callback_ticks() below which no callback is slow
-        bint callback_clock     # callbacks are timed (AIORING_CALLBACK_CLOCK=0: not)
+        int callback_clock      # what callbacks are timed with: CLOCK_COUNTER, CLOCK_MONOTONIC_NS
+                                # or CLOCK_OFF (AIORING_CALLBACK_CLOCK=0)
         InternalRead wakeup_op
 
         # signals: the wake-up fd given to signal.set_wakeup_fd

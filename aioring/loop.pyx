@@ -152,7 +152,7 @@ cdef class BaseLoop:
         self._closed = True
         self._thread_id = None
         self._current_handle = None
-        self.callback_clock = _feature_on('AIORING_CALLBACK_CLOCK')
+        self.callback_clock = _callback_clock()
         self.slow_callback_duration = 0.1
         self._signal_handlers = {}
         self.readers = {}
@@ -492,8 +492,7 @@ cdef class BaseLoop:
         # Run what is ready now; what these callbacks schedule waits for the
         # next iteration (after another poll), as in asyncio.
         ntodo = _Py_SIZE(<PyObject *>self.ready)
-        if self.callback_clock:
-            last = callback_ticks()
+        last = callback_ticks(self.callback_clock)
         for i in range(ntodo):
             handle = self.ready_popleft()
             own = isinstance(handle, Handle)
@@ -506,11 +505,10 @@ cdef class BaseLoop:
                 (<Handle>handle).run()
             else:
                 handle._run()
-            if self.callback_clock:
-                now = callback_ticks()
-                if now - last >= self.slow_ticks:
-                    _count_if_slow(self, now - last)
-                last = now
+            now = callback_ticks(self.callback_clock)
+            if now - last >= self.slow_ticks:
+                _count_if_slow(self, now - last)
+            last = now
         handle = None
 
     def _run_debug(self, handle):
@@ -593,8 +591,7 @@ cdef class BaseLoop:
         cdef unsigned flags
         cdef Operation op
         cdef uint64_t last = 0, now
-        if self.callback_clock:
-            last = callback_ticks()
+        last = callback_ticks(self.callback_clock)
         while True:
             head = ar_cq_head(ring)
             tail = ar_cq_tail(ring)
@@ -628,13 +625,12 @@ cdef class BaseLoop:
                         self._unlist(op)
                     Py_DECREF(op)
                 op.complete(res, flags)
-                if self.callback_clock:
-                    # (a completion runs protocol callbacks: timed as asyncio
-                    # times the handle that would run them)
-                    now = callback_ticks()
-                    if now - last >= self.slow_ticks:
-                        _count_if_slow(self, now - last)
-                    last = now
+                # (a completion runs protocol callbacks: timed as asyncio
+                # times the handle that would run them)
+                now = callback_ticks(self.callback_clock)
+                if now - last >= self.slow_ticks:
+                    _count_if_slow(self, now - last)
+                last = now
 
     # -- the loop's own descriptors -----------------------------------------------
 
@@ -1222,7 +1218,7 @@ cdef class BaseLoop:
     @slow_callback_duration.setter
     def slow_callback_duration(self, double value):
         self.slow_duration = value
-        self.slow_ticks = _slow_ticks_floor(value)
+        self.slow_ticks = _slow_ticks_floor(self.callback_clock, value)
 
     def _ring_info(self):
         """What the ring was set up with (for tests and diagnostics)."""
@@ -1237,7 +1233,7 @@ cdef class BaseLoop:
             'fixed_files': self.files.enabled,
             'fixed_files_size': self.files.size,
             'recv_multishot': self.recv_multishot,
-            'callback_clock': self.callback_clock,
+            'callback_clock': self.callback_clock != CLOCK_OFF,
             'spare_bytes_kept': self.spare_bytes.count,
             'spare_bytes_total': self.spare_bytes.total,
             **self.recv_buffers.info(&self.ring),
