@@ -58,7 +58,8 @@ cdef class Operation:
     # reference): cheaper to keep than a set, walked only at close.
     cdef PyObject *prev_op
     cdef PyObject *next_op
-    cdef bint listed
+    cdef bint listed            # in user_ops: taken out at its final completion
+    cdef bint resident          # in resident_ops: taken out by its owner
     cdef int complete(self, int res, unsigned flags) except -1
 
 
@@ -400,6 +401,7 @@ cdef class BaseLoop:
         list poll_queue         # PollOps to submit with the next enter
         object epoll_probe      # an epoll set, asked what epoll would refuse
         PyObject *user_ops      # the program's operations in flight (a linked list)
+        PyObject *resident_ops  # operations their owners reuse, in flight or idle (a linked list)
         # SocketStreams with data to send at the next enter, in the order
         # their writes came (a linked list through send_next, which holds a
         # reference to each: no allocation per write or per iteration)
@@ -434,6 +436,8 @@ cdef class BaseLoop:
     cdef inline void _track(self, Operation op) noexcept
     cdef inline void _track_user(self, Operation op) noexcept
     cdef inline void _unlist(self, Operation op) noexcept
+    cdef void _list_resident(self, Operation op) noexcept
+    cdef void _unlist_resident(self, Operation op) noexcept
     cdef list _user_ops(self)
     cdef _forget_user_ops(self)
     cdef _submit_internal_read(self, InternalRead op)

@@ -161,6 +161,7 @@ cdef class BaseLoop:
         self.poll_queue = []
         self.epoll_probe = select.epoll()
         self.user_ops = NULL
+        self.resident_ops = NULL
         self.send_head = self.send_tail = NULL
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.spare_bytes = SpareBytes.__new__(SpareBytes)
@@ -646,27 +647,37 @@ cdef class BaseLoop:
         # cancels and drains)
         self._track(op)
         op.listed = True
-        op.prev_op = NULL
-        op.next_op = self.user_ops
-        if self.user_ops != NULL:
-            (<Operation>self.user_ops).prev_op = <PyObject *>op
-        self.user_ops = <PyObject *>op
+        _link(&self.user_ops, op)
 
     cdef inline void _unlist(self, Operation op) noexcept:
-        if op.prev_op != NULL:
-            (<Operation>op.prev_op).next_op = op.next_op
-        else:
-            self.user_ops = op.next_op
-        if op.next_op != NULL:
-            (<Operation>op.next_op).prev_op = op.prev_op
-        op.prev_op = op.next_op = NULL
+        _unlink(&self.user_ops, op)
         op.listed = False
 
+    cdef void _list_resident(self, Operation op) noexcept:
+        # An operation its owner reuses for request after request (a
+        # stream's send): listed once for the owner's lifetime rather than
+        # at each submission.  The owner (or the operation's dealloc)
+        # takes it out: the list holds no reference.
+        op.loop = <PyObject *>self
+        op.resident = True
+        _link(&self.resident_ops, op)
+
+    cdef void _unlist_resident(self, Operation op) noexcept:
+        if op.resident:
+            _unlink(&self.resident_ops, op)
+            op.resident = False
+
     cdef list _user_ops(self):
+        # the program's operations in flight
         cdef list ops = []
         cdef PyObject *p = self.user_ops
         while p != NULL:
             ops.append(<object>p)
+            p = (<Operation>p).next_op
+        p = self.resident_ops
+        while p != NULL:
+            if (<Operation>p).in_flight:
+                ops.append(<object>p)
             p = (<Operation>p).next_op
         return ops
 
@@ -679,6 +690,13 @@ cdef class BaseLoop:
             op.prev_op = op.next_op = NULL
             op.listed = False
         self.user_ops = NULL
+        p = self.resident_ops
+        while p != NULL:
+            op = <Operation>p
+            p = op.next_op
+            op.prev_op = op.next_op = NULL
+            op.resident = False
+        self.resident_ops = NULL
 
     cdef _submit_internal_read(self, InternalRead op):
         prep_read(&self.ring, op, op.fd, -1, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
@@ -1239,6 +1257,25 @@ cdef class BaseLoop:
             **self.recv_buffers.info(&self.ring),
             **_loop_stats(self),    # (stats.pxi)
         }
+
+
+cdef inline void _link(PyObject **head, Operation op) noexcept:
+    # op first in the list at head (borrowed links)
+    op.prev_op = NULL
+    op.next_op = head[0]
+    if head[0] != NULL:
+        (<Operation>head[0]).prev_op = <PyObject *>op
+    head[0] = <PyObject *>op
+
+
+cdef inline void _unlink(PyObject **head, Operation op) noexcept:
+    if op.prev_op != NULL:
+        (<Operation>op.prev_op).next_op = op.next_op
+    else:
+        head[0] = op.next_op
+    if op.next_op != NULL:
+        (<Operation>op.next_op).prev_op = op.prev_op
+    op.prev_op = op.next_op = NULL
 
 
 def _forked_error(pid):

@@ -62,6 +62,13 @@ cdef class RecvSelectOp(Operation):
 
 
 cdef class SendOp(Operation):
+    # a stream's, resident in its loop's list while the stream lives
+    # (stream.pxi); one collected with its stream takes itself out (a
+    # closed loop has forgotten its list: resident is False then)
+    def __dealloc__(self):
+        if self.resident and self.loop != NULL:
+            (<BaseLoop>self.loop)._unlist_resident(self)
+
     cdef int complete(self, int res, unsigned flags) except -1:
         self.keep = None
         if self.stream is not None:

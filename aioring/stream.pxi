@@ -439,10 +439,12 @@ cdef class SocketStream:
         if self.send_op is None:
             self.send_op = SendOp.__new__(SendOp)
             self.send_op.stream = self
+            # listed once, not per send (close() finds it there)
+            self.ring_loop._list_resident(self.send_op)
         elif self.send_op.in_flight:
             return 0
         prep_send(&self.ring_loop.ring, self.send_op, self.fd, self.slot, self.wbuf, self.woff)
-        self.ring_loop._track_user(self.send_op)
+        self.ring_loop._track(self.send_op)
 
     cdef int _send_done(self, int res) except -1:
         cdef list wbuf = self.wbuf
@@ -660,11 +662,13 @@ cdef class SocketStream:
         self.stash = None
         sock.close()
         # no cycles left for the garbage collector
-        self.transport = None
-        self.ring_loop = None
         if self.send_op is not None:
+            if self.ring_loop is not None:
+                self.ring_loop._unlist_resident(self.send_op)
             self.send_op.stream = None
             self.send_op = None
+        self.transport = None
+        self.ring_loop = None
 
     def _release_unclosed(self):
         # the transport was collected without close(): no request is in

@@ -10,6 +10,7 @@ counterpart (hence aioring only, run with fixed files on and off):
   buffer space) never reach a new socket that got the same fd number.
 """
 import asyncio
+import gc
 import os
 import socket
 
@@ -182,6 +183,51 @@ def test_requests_of_a_closed_transport_never_reach_a_reused_fd(monkeypatch, fix
 
     reused = aioring.run(main())
     assert reused > 0           # the scenario did reuse descriptor numbers
+
+
+@FIXED
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_send_requests_of_collected_and_closed_transports(monkeypatch, fixed):
+    # A stream's send request is listed in its loop once, for the stream's
+    # life: one collected without close() takes itself out of the list,
+    # released ones are taken out, and a loop closed with sends in flight
+    # cancels them and waits for them (the ASan run checks that nothing
+    # touches freed memory on the way).
+    monkeypatch.setenv("AIORING_FIXED_FILES", fixed)
+    loop = aioring.new_event_loop()
+    try:
+        async def main():
+            Collect.conns = []
+            Sink.conns = []
+            collect = await loop.create_server(Collect, "127.0.0.1", 0)
+            sink = await loop.create_server(Sink, "127.0.0.1", 0)
+            for rnd in range(10):
+                t, p = await loop.create_connection(Recorder, *collect.sockets[0].getsockname())
+                t.write(b"x" * 100)             # its send request exists now
+                await until(lambda: len(Collect.conns) == rnd + 1
+                            and len(Collect.conns[rnd].data) == 100)
+                if rnd % 2:
+                    t.close()                   # released: taken out
+                    await wait(p.lost)
+                del t, p                        # the others: collected unclosed
+                gc.collect()
+            # sends that wait for a peer that does not read
+            waiting = []
+            for _ in range(3):
+                t, p = await loop.create_connection(Recorder, *sink.sockets[0].getsockname())
+                t.write(b"y" * (8 << 20))
+                waiting.append(t)
+            await asyncio.sleep(0.05)
+            assert all(t.get_write_buffer_size() > 0 for t in waiting)
+            return waiting
+
+        waiting = loop.run_until_complete(main())
+        assert loop.stats()["in_flight"] >= 3
+    finally:
+        loop.close()
+    assert loop.stats()["in_flight"] == 0
+    del waiting
+    gc.collect()
 
 
 @pytest.mark.parametrize("then", ["stop", "close"])
