@@ -682,21 +682,8 @@ cdef class BaseLoop:
         return ops
 
     cdef _forget_user_ops(self):
-        cdef PyObject *p = self.user_ops
-        cdef Operation op
-        while p != NULL:
-            op = <Operation>p
-            p = op.next_op
-            op.prev_op = op.next_op = NULL
-            op.listed = False
-        self.user_ops = NULL
-        p = self.resident_ops
-        while p != NULL:
-            op = <Operation>p
-            p = op.next_op
-            op.prev_op = op.next_op = NULL
-            op.resident = False
-        self.resident_ops = NULL
+        _forget(&self.user_ops)
+        _forget(&self.resident_ops)
 
     cdef _submit_internal_read(self, InternalRead op):
         prep_read(&self.ring, op, op.fd, -1, op.buf, sizeof(op.buf) if op.kind == READ_SIGNALS else 8)
@@ -1276,6 +1263,18 @@ cdef inline void _unlink(PyObject **head, Operation op) noexcept:
     if op.next_op != NULL:
         (<Operation>op.next_op).prev_op = op.prev_op
     op.prev_op = op.next_op = NULL
+
+
+cdef void _forget(PyObject **head) noexcept:
+    # empty the list at head (its operations are in no list afterwards)
+    cdef PyObject *p = head[0]
+    cdef Operation op
+    while p != NULL:
+        op = <Operation>p
+        p = op.next_op
+        op.prev_op = op.next_op = NULL
+        op.listed = op.resident = False
+    head[0] = NULL
 
 
 def _forked_error(pid):
