@@ -114,8 +114,9 @@ def test_a_request_that_waits_is_one_submission_then_one_completion():
     assert d == {"completions": 1, "in_flight": -1}
 
 
-def test_many_requests_count_one_each():
-    n = 40
+def receives_at_once(n):
+    """n sock_recv() calls that wait, then whose data all come at once, on
+    a new warm loop: their results and how the counters moved."""
     loop = warm_loop()
     pairs = [socket.socketpair() for _ in range(n)]
     for a, _ in pairs:
@@ -127,15 +128,18 @@ def test_many_requests_count_one_each():
         for _, b in pairs:
             b.send(b"x")
         got = loop.run_until_complete(asyncio.gather(*tasks))
-        after = loop.stats()
+        return got, moved(before, loop.stats())
     finally:
         for a, b in pairs:
             a.close()
             b.close()
         loop.close()
-    assert got == [b"x"] * n
-    d = moved(before, after)
-    assert d["submissions"] == n and d["completions"] == n
+
+
+def test_many_requests_count_one_each():
+    got, d = receives_at_once(40)
+    assert got == [b"x"] * 40
+    assert d["submissions"] == 40 and d["completions"] == 40
     assert "in_flight" not in d and "wakeups" not in d and "slow_callbacks" not in d
 
 
@@ -192,6 +196,21 @@ class Collect(asyncio.Protocol):
 
     def data_received(self, data):
         self.data += data
+
+
+def one_connection(loop, protocol=Collect):
+    """A server, a client transport and the server side's protocol."""
+    Collect.instances = []
+    server, clients = loop.run_until_complete(_connected_pair(loop, protocol))
+    loop.run_until_complete(until(lambda: len(Collect.instances) == 1))
+    return server, clients[0][0], Collect.instances[0]
+
+
+def close_connection(loop, server, transport, peer):
+    transport.close()
+    peer.transport.close()
+    server.close()
+    loop.run_until_complete(server.wait_closed())
 
 
 def test_fixed_file_slots_follow_the_sockets():
@@ -306,11 +325,7 @@ def test_fd_fallbacks_count_sockets_beyond_a_full_table():
 def test_recv_buffers_used_counts_received_chunks():
     loop = warm_loop()
     try:
-        Collect.instances = []
-        server, clients = loop.run_until_complete(_connected_pair(loop, Collect))
-        loop.run_until_complete(until(lambda: len(Collect.instances) == 1))
-        peer = Collect.instances[0]
-        transport = clients[0][0]
+        server, transport, peer = one_connection(loop)
         before = loop.stats()
         assert before["recv_buffers_provided"] > 0     # the pool exists now
         chunks = 10
@@ -321,10 +336,7 @@ def test_recv_buffers_used_counts_received_chunks():
         d = moved(before, loop.stats())
         assert d["recv_buffers_used"] == chunks
         assert "recv_enobufs" not in d and "recv_buffers_provided" not in d
-        transport.close()
-        peer.transport.close()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
+        close_connection(loop, server, transport, peer)
     finally:
         loop.close()
 
@@ -384,30 +396,11 @@ def test_recv_enobufs_moves_when_the_pool_runs_dry(pool):
 
 
 def test_cq_overflows_count_completions_the_ring_had_no_room_for(monkeypatch):
-    def scenario():
-        loop = warm_loop()
-        pairs = [socket.socketpair() for _ in range(64)]
-        for a, _ in pairs:
-            a.setblocking(False)
-        try:
-            before = loop.stats()
-            tasks = [loop.create_task(loop.sock_recv(a, 10)) for a, _ in pairs]
-            run_briefly(loop, 2)
-            for _, b in pairs:
-                b.send(b"z")
-            got = loop.run_until_complete(asyncio.gather(*tasks))
-            return got, moved(before, loop.stats())
-        finally:
-            for a, b in pairs:
-                a.close()
-                b.close()
-            loop.close()
-
-    got, d = scenario()
-    assert got == [b"z"] * 64 and "cq_overflows" not in d
+    got, d = receives_at_once(64)
+    assert got == [b"x"] * 64 and "cq_overflows" not in d
     monkeypatch.setenv("AIORING_RING_ENTRIES", "8,16")
-    got, d = scenario()
-    assert got == [b"z"] * 64
+    got, d = receives_at_once(64)
+    assert got == [b"x"] * 64
     assert d["cq_overflows"] >= 1
     assert d["completions"] == 64           # none lost
 
@@ -465,11 +458,7 @@ def test_slow_callbacks_count_protocol_callbacks_run_from_completions():
                 time.sleep(0.06)
 
     try:
-        Collect.instances = []
-        server, clients = loop.run_until_complete(_connected_pair(loop, Slow))
-        loop.run_until_complete(until(lambda: len(Collect.instances) == 1))
-        peer = Collect.instances[0]
-        transport = clients[0][0]
+        server, transport, peer = one_connection(loop, Slow)
         before = loop.stats()
         transport.write(b"fast")
         loop.run_until_complete(until(lambda: len(peer.data) == 4))
@@ -477,10 +466,7 @@ def test_slow_callbacks_count_protocol_callbacks_run_from_completions():
         transport.write(b"slow")
         loop.run_until_complete(until(lambda: len(peer.data) == 8))
         assert moved(before, loop.stats())["slow_callbacks"] == 1
-        transport.close()
-        peer.transport.close()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
+        close_connection(loop, server, transport, peer)
     finally:
         loop.close()
 
