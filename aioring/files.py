@@ -410,6 +410,7 @@ class _OpenContext:
 
 # (mode, buffering, encoding, errors, newline) the built-in open() took:
 # its checks, which raise an exception to say yes, are made once for each
+# (a few hundred at most: a program does not use more)
 _ACCEPTED_ARGUMENTS = set()
 
 
@@ -428,7 +429,8 @@ def _check_arguments(file, mode, buffering, encoding, errors, newline, closefd):
                 raise
         else:       # (never: -1 is no file)
             raise AssertionError("io.open(-1) opened something")
-        if all(v is None or type(v) in (str, int) for v in key):
+        if len(_ACCEPTED_ARGUMENTS) < 256 and all(v is None or type(v) in (str, int)
+                                                  for v in key):
             _ACCEPTED_ARGUMENTS.add(key)
     if isinstance(file, int):
         if file < 0:
