@@ -143,6 +143,20 @@ def test_many_requests_count_one_each():
     assert "in_flight" not in d and "wakeups" not in d and "slow_callbacks" not in d
 
 
+IO_URING_ENTER = 426        # the system call's number (the same on every architecture)
+
+
+def wait_until_blocked_in_enter(tid, timeout=10):
+    """Until thread tid waits in io_uring_enter (its loop is asleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            if f.read().split()[0] == str(IO_URING_ENTER):
+                return
+        time.sleep(0.001)
+    raise TimeoutError("the loop never waited")
+
+
 def test_wakeups_count_only_the_sleeping_loop_woken_from_another_thread():
     loop = warm_loop()
     try:
@@ -156,12 +170,13 @@ def test_wakeups_count_only_the_sleeping_loop_woken_from_another_thread():
         # from another thread while the loop waits: one wake-up each time,
         # however many calls came in while it slept
         woken = 5
+        main_tid = threading.get_native_id()
         before = loop.stats()
         for _ in range(woken):
             fut = loop.create_future()
 
             def poke(fut=fut):
-                time.sleep(0.05)            # the loop is waiting by now
+                wait_until_blocked_in_enter(main_tid)
                 for _ in range(10):
                     loop.call_soon_threadsafe(lambda: None)
                 loop.call_soon_threadsafe(fut.set_result, None)
