@@ -25,7 +25,7 @@ from asyncio import futures as _futures
 from asyncio import protocols as _protocols
 from asyncio import transports as _transports
 from asyncio import trsock as _trsock
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
+from cpython.buffer cimport PyBuffer_Release, PyBUF_WRITABLE
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred, PyErr_SetObject, PyErr_SetString
 
 cdef extern from "Python.h":
