@@ -23,7 +23,8 @@ import pytest
 
 import aioring
 import aioring.files
-from _loop_helpers import python_env, run_briefly, REPO
+from _loop_helpers import python_env, run_briefly, run_python, REPO
+from _stream_helpers import until
 
 COUNTERS = {
     "iterations", "enter_calls", "submissions", "completions", "in_flight",
@@ -42,14 +43,6 @@ def warm_loop(**kwargs):
     loop = aioring.Loop(**kwargs)
     run_briefly(loop, 3)        # its own reads are armed and submitted
     return loop
-
-
-async def until(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        await asyncio.sleep(0.001)
 
 
 def test_stats_is_a_new_dict_of_counters_and_reading_it_moves_nothing():
@@ -282,7 +275,6 @@ def test_fd_fallbacks_count_sockets_left_on_plain_descriptors():
 FULL_TABLE_CHILD = r"""
 import asyncio, json, resource, socket
 import aioring
-import aioring.files
 
 # the table has as many slots as RLIMIT_NOFILE allowed when the loop was
 # made: 64 here; then the limit goes back up and 40 connections (81 sockets
@@ -327,8 +319,7 @@ print(json.dumps([size, before, after]))
 
 
 def test_fd_fallbacks_count_sockets_beyond_a_full_table():
-    proc = subprocess.run([sys.executable, "-c", FULL_TABLE_CHILD], env=python_env(),
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = run_python(FULL_TABLE_CHILD, timeout=60)
     assert proc.returncode == 0, proc.stderr
     size, before, after = json.loads(proc.stdout)
     assert size == 64
@@ -359,7 +350,6 @@ def test_recv_buffers_used_counts_received_chunks():
 ENOBUFS_CHILD = r"""
 import asyncio, json, socket, sys
 import aioring
-import aioring.files
 
 async def main():
     loop = asyncio.get_running_loop()
@@ -397,8 +387,7 @@ aioring.run(main())
 @pytest.mark.parametrize("pool", ["1", "64"])
 def test_recv_enobufs_moves_when_the_pool_runs_dry(pool):
     env = python_env(AIORING_RECV_BUFFERS=pool, AIORING_RECV_BUFFERS_MAX=pool)
-    proc = subprocess.run([sys.executable, "-c", ENOBUFS_CHILD], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = run_python(ENOBUFS_CHILD, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     before, after, got = json.loads(proc.stdout)
     assert got == ["y" * 1000] * 8          # nothing lost either way
@@ -584,7 +573,6 @@ def test_file_requests_do_not_count_executor_fallbacks(tmp_path, monkeypatch):
 STRACE_CHILD = r"""
 import asyncio, json, os, socket, threading, time
 import aioring
-import aioring.files
 
 def mark():
     try:
