@@ -20,10 +20,13 @@ provided-buffer ring running dry, a CQ overflow) are `test_aioring_only_*`.
 """
 import asyncio
 import errno
+import fcntl
 import os
 import random
 import re
 import socket
+import struct
+import termios
 import threading
 
 import pytest
@@ -131,6 +134,12 @@ class Reader(asyncio.Protocol):
                 random.uniform(0.001, 0.002), self.t.resume_reading)
 
 
+def unread(transport):
+    # Bytes waiting in the transport's socket (FIONREAD).
+    fd = transport.get_extra_info("socket").fileno()
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
 @pytest.mark.parametrize("multishot", ["1", "0"], ids=["multishot", "single-shot"])
 def test_aioring_only_exhausted_buffer_ring_loses_nothing(monkeypatch, multishot):
     # A pool of one buffer that may grow to four, 150 connections receiving
@@ -165,15 +174,36 @@ def test_aioring_only_exhausted_buffer_ring_loses_nothing(monkeypatch, multishot
             await until(lambda: all(len(r.data) == len(p) for r, p in zip(readers, payloads)),
                         timeout=60)
             sender.join()
-            return [bytes(r.data) == p for r, p in zip(readers, payloads)], loop._ring_info()
+            same = [bytes(r.data) == p for r, p in zip(readers, payloads)]
+            grew_to = loop.stats()["recv_buffers_provided"]
+
+            # How far the pool grows above depends on how the sender's
+            # chunks and the readers' pauses happened to interleave.  Now
+            # make it certain: every connection holds unread data when all
+            # of them resume at once, so a single submission asks for 150
+            # buffers; the pool grows once per iteration until it is full.
+            await asyncio.sleep(0.05)           # the slow readers' resumes
+            for r in readers:
+                r.kind = "normal"
+                r.t.pause_reading()
+            tail = [bytes([i % 251]) * 1000 for i in range(n)]
+            for c, t in zip(clients, tail):
+                c.sendall(t)
+            await until(lambda: all(unread(r.t) == 1000 for r in readers))
+            for r in readers:
+                r.t.resume_reading()
+            await until(lambda: all(len(r.data) == len(p) + 1000 for r, p in zip(readers, payloads)))
+            same += [bytes(r.data[len(p):]) == t for r, p, t in zip(readers, payloads, tail)]
+            return same, grew_to, loop._ring_info()
         finally:
             for c in clients:
                 c.close()
             srv.close()
             await srv.wait_closed()
 
-    same, info = aioring.run(main())
+    same, grew_to, info = aioring.run(main())
     assert all(same)
+    assert 1 <= grew_to <= 4
     assert info["recv_buffer_ring"] and info["recv_buffers_provided"] == 4
     assert info["recv_enobufs"] > 0
     assert info["recv_multishot"] is (multishot == "1")
