@@ -138,7 +138,9 @@ cdef class SocketStream:
         Py_ssize_t high_water
         Py_ssize_t low_water
         # receiving
-        Operation recv_op       # RecvSelectOp or RecvOp in flight, or None
+        Operation recv_op       # RecvSelectOp, RecvOp or ReadableOp in flight, or None
+        bint direct             # direct receive: poll, then recv into get_buffer()
+        unsigned char small_reads   # direct receives in a row that were small
         list stash              # chunks received while paused (b'' = EOF)
         bint unread             # received bytes the protocol never got
         # sending
@@ -157,6 +159,9 @@ cdef class SocketStream:
     cdef int _recv_done(self, char *buf, int res, bint final) except -1
     cdef bint _deliver(self, char *buf, Py_ssize_t n) except -1
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1
+    cdef bint _take_buffer(self, Py_buffer *view) except -1
+    cdef _go_direct(self)
+    cdef int _readable(self, int res) except -1
     cdef bint _callback_failed(self, bint missing, str name, str message) except -1
     cdef _keep(self, object chunk)
     cdef _on_eof(self)
@@ -303,6 +308,14 @@ cdef class RecvSelectOp(Operation):
         RecvBuffers pool
 
 
+cdef class ReadableOp(Operation):
+    # A BufferedProtocol stream's poll for its socket to be readable, in
+    # direct receive (stream.pxi): the recv itself is a plain system call
+    # into the protocol's buffer, once it is readable.
+    cdef:
+        SocketStream stream
+
+
 cdef class SendOp(Operation):
     # The one send of a stream in flight: up to SEND_IOV_MAX of its queued
     # chunks in one send/sendmsg.  `keep` holds the chunks' memory until the
@@ -410,6 +423,7 @@ cdef class BaseLoop:
         RecvBuffers recv_buffers
         SpareBytes spare_bytes
         bint recv_multishot     # the kernel takes multishot recvs (6.0+)
+        bint direct_recv        # BufferedProtocol streams may receive directly (stream.pxi)
         bint accept_multishot   # the kernel takes multishot accepts (5.19+)
         dict listeners          # listening fd -> Listener
         public object sock_stash    # socket -> bytes a cancelled sock_recv left

@@ -128,7 +128,8 @@ cdef bint _feature_on(str variable):
     # AIORING_FIXED_FILES, AIORING_RECV_MULTISHOT, AIORING_BUFFER_RING,
     # AIORING_DEFER_TASKRUN: =0 makes the loop take the path it takes on a
     # kernel without the feature (tests of those paths; the benchmarks'
-    # feature table)
+    # feature table).  AIORING_DIRECT_RECV=0 keeps BufferedProtocol streams
+    # on the copy from the receive buffers (stream.pxi).
     return os.environ.get(variable, '1') != '0'
 
 
@@ -166,6 +167,7 @@ cdef class BaseLoop:
         self.recv_buffers = RecvBuffers.__new__(RecvBuffers)
         self.spare_bytes = SpareBytes.__new__(SpareBytes)
         self.recv_multishot = _feature_on('AIORING_RECV_MULTISHOT')
+        self.direct_recv = _feature_on('AIORING_DIRECT_RECV')
         # Single-shot accepts by default: a multishot accept keeps its wait
         # entry at the head of the listening socket's queue, and with
         # exclusive wakeups one process sharing the socket (gunicorn -w N,
@@ -840,7 +842,14 @@ cdef class BaseLoop:
     cdef _submit_recv(self, SocketStream stream):
         cdef RecvSelectOp sop
         cdef RecvOp op
-        if self.recv_buffers.ready or self.recv_buffers.setup(&self.ring) == 0:
+        cdef ReadableOp rop
+        if stream.direct:
+            # a poll: the stream receives into the protocol's buffer itself
+            rop = ReadableOp.__new__(ReadableOp)
+            rop.stream = stream
+            prep_poll(&self.ring, rop, stream.fd, POLLIN, stream.slot)
+            stream.recv_op = rop
+        elif self.recv_buffers.ready or self.recv_buffers.setup(&self.ring) == 0:
             sop = RecvSelectOp.__new__(RecvSelectOp)
             sop.stream = stream
             sop.pool = self.recv_buffers
@@ -1239,6 +1248,7 @@ cdef class BaseLoop:
             'fixed_files': self.files.enabled,
             'fixed_files_size': self.files.size,
             'recv_multishot': self.recv_multishot,
+            'direct_recv': self.direct_recv,
             'callback_clock': self.callback_clock != CLOCK_OFF,
             'spare_bytes_kept': self.spare_bytes.count,
             'spare_bytes_total': self.spare_bytes.total,

@@ -61,6 +61,13 @@ cdef class RecvSelectOp(Operation):
             stream._recv_done(NULL, res, final)
 
 
+cdef class ReadableOp(Operation):
+    cdef int complete(self, int res, unsigned flags) except -1:
+        stream = self.stream
+        self.stream = None
+        stream._readable(res)
+
+
 cdef class SendOp(Operation):
     # a stream's, resident in its loop's list while the stream lives
     # (stream.pxi); one collected with its stream takes itself out (a

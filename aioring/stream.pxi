@@ -6,6 +6,12 @@
 #   protocol (data_received(bytes), or get_buffer()/buffer_updated()) and the
 #   buffer goes straight back.  pause_reading() cancels the recv; chunks that
 #   were already on their way are kept for resume_reading().
+# - direct receive: a BufferedProtocol stream that gets large chunks stops
+#   copying them.  Its recv is cancelled (the chunks still on their way are
+#   delivered first, in order) and it waits with a poll instead; once the
+#   socket is readable it calls get_buffer(-1) and recv()s straight into that
+#   buffer, as asyncio does (the kernel never holds the protocol's buffer).
+#   Small receives in a row bring it back to the ring's recv.
 # - sending: write() queues bytes; at most one send is in flight, and what
 #   was queued meanwhile goes out together in the next one (one sendmsg).
 #   Sends are submitted with the loop's next io_uring_enter, so the writes
@@ -62,6 +68,18 @@ _LINGER_RESET = __import__('struct').pack('ii', 1, 0)
 
 # The private-buffer recv (no provided-buffer ring) asks this much at once.
 cdef Py_ssize_t RECV_SIZE = 64 * 1024
+
+# Direct receive (BufferedProtocol streams): a chunk of DIRECT_ENTER bytes or
+# more switches it on; DIRECT_LEAVE_AFTER receives in a row of fewer than
+# DIRECT_SMALL bytes switch it off.  (Copying a large chunk out of a
+# receive buffer that is cold in the cache costs more than the poll and
+# the recv() call; for small chunks the ring's multishot recv is cheaper.)
+cdef Py_ssize_t DIRECT_ENTER = 32 * 1024
+cdef Py_ssize_t DIRECT_SMALL = 8 * 1024
+cdef int DIRECT_LEAVE_AFTER = 8
+
+cdef extern from "sys/socket.h":
+    ssize_t _recv "recv"(int fd, void *buf, size_t n, int flags) nogil
 
 cdef object _BufferedProtocol = _protocols.BufferedProtocol
 cdef object _set_nodelay = _base_events._set_nodelay
@@ -241,36 +259,49 @@ cdef class SocketStream:
             self._fatal_error(exc, message)
         return False
 
+    cdef bint _take_buffer(self, Py_buffer *view) except -1:
+        """get_buffer(-1), as a writable view in *view (the caller releases
+        it); False when that failed as asyncio's read would fail (the
+        transport is closed with the error)."""
+        cdef Py_ssize_t k
+        cdef PyObject *result = NULL
+        if self.get_buffer is not None:
+            result = _call_with_raw(self.get_buffer, -1)
+        if result != NULL:
+            target = <object>result
+            Py_DECREF(target)   # (the call's reference, now target's)
+            k = _object_length(target)
+            if k <= 0:
+                if k == 0:
+                    PyErr_SetString(RuntimeError, 'get_buffer() returned an empty buffer')
+                result = NULL
+        if result == NULL:
+            return self._callback_failed(self.get_buffer is None, 'get_buffer',
+                                         'Fatal error: protocol.get_buffer() call failed.')
+        if _get_buffer(target, view, PyBUF_WRITABLE) < 0:
+            # the error asyncio's sock.recv_into(target) raises instead
+            # (the message is built with no exception set)
+            PyErr_Clear()
+            PyErr_SetObject(TypeError, f'recv_into() argument 1 must be read-write '
+                                       f'bytes-like object, not {type(target).__name__}')
+            return self._callback_failed(False, None, 'Fatal read error on socket transport')
+        return True
+
     cdef bint _deliver_buffered(self, char *buf, Py_ssize_t n) except -1:
         # asyncio reads straight into get_buffer(); here the chunk is copied
         # into it, as many times as the protocol's buffers need.
         cdef Py_buffer view
         cdef Py_ssize_t k
         cdef PyObject *result
+        # a large chunk, and a protocol buffer that takes it whole: receive
+        # straight into the protocol's buffer from the next recv on
+        cdef bint large = n >= DIRECT_ENTER and not self.direct and self.loop.direct_recv
         while n > 0:
-            result = NULL
-            if self.get_buffer is not None:
-                result = _call_with_raw(self.get_buffer, -1)
-            if result != NULL:
-                target = <object>result
-                Py_DECREF(target)   # (the call's reference, now target's)
-                k = _object_length(target)
-                if k <= 0:
-                    if k == 0:
-                        PyErr_SetString(RuntimeError, 'get_buffer() returned an empty buffer')
-                    result = NULL
-            if result == NULL:
+            if not self._take_buffer(&view):
                 self.unread = True
-                return self._callback_failed(self.get_buffer is None, 'get_buffer',
-                                             'Fatal error: protocol.get_buffer() call failed.')
-            if _get_buffer(target, &view, PyBUF_WRITABLE) < 0:
-                # the error asyncio's sock.recv_into(target) raises instead
-                # (the message is built with no exception set)
-                PyErr_Clear()
-                PyErr_SetObject(TypeError, f'recv_into() argument 1 must be read-write '
-                                           f'bytes-like object, not {type(target).__name__}')
-                self.unread = True
-                return self._callback_failed(False, None, 'Fatal read error on socket transport')
+                return False
+            if large and view.len < n:
+                large = False
             k = view.len if view.len < n else n
             memcpy(view.buf, buf, k)
             PyBuffer_Release(&view)
@@ -292,7 +323,74 @@ cdef class SocketStream:
                         self.stash = []
                     self.stash.insert(0, PyBytes_FromStringAndSize(buf, n))
                 return False
+        if large:
+            self._go_direct()
         return True
+
+    cdef _go_direct(self):
+        # Direct receive from now on.  A multishot recv still armed is
+        # cancelled: the chunks it still brings are delivered first, and
+        # its final completion arms the poll (_recv_done).
+        self.direct = True
+        self.small_reads = 0
+        if self.recv_op is not None and type(self.recv_op) is not ReadableOp:
+            self._cancel_recv()
+
+    cdef int _readable(self, int res) except -1:
+        # Direct receive: the poll completed (res: its events, or -errno).
+        # From here on asyncio's _read_ready__get_buffer(), step for step.
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err
+        cdef PyObject *result = NULL
+        self.recv_op = None
+        if self.sock is None or self.conn_lost or self.closing:
+            self._maybe_release()
+            return 0
+        if self.loop._closed or self.paused:
+            return 0        # (resume_reading() polls again)
+        if self.stash is not None:
+            return 0        # (_deliver_stash() polls again once they are out)
+        if res < 0 and res != -ECANCELED:
+            self._fatal_error(_oserror(res), 'Fatal read error on socket transport')
+            return 0
+        if res == -ECANCELED or not self.direct:
+            # cancelled by pause_reading() and resumed since, or the protocol
+            # is no longer a BufferedProtocol: wait again, as now wanted
+            self._arm_recv()
+            return 0
+        if not self._take_buffer(&view):
+            return 0
+        if inject_eagain and injected_flags():
+            n = -1              # (tests: the EAGAIN a spurious wake-up gets)
+            err = EAGAIN
+        else:
+            n = _recv(self.fd, view.buf, view.len, MSG_DONTWAIT)
+            err = errno
+        PyBuffer_Release(&view)
+        if n < 0:
+            if err == EAGAIN or err == EINTR:
+                self._arm_recv()        # (readable no more)
+            else:
+                self._fatal_error(_oserror(-err), 'Fatal read error on socket transport')
+            return 0
+        if n == 0:
+            self._on_eof()
+            return 0
+        if self.buffer_updated is not None:
+            result = _call_with_raw(self.buffer_updated, n)
+        if result == NULL:
+            return self._callback_failed(self.buffer_updated is None, 'buffer_updated',
+                                         'Fatal error: protocol.buffer_updated() call failed.')
+        Py_DECREF(<object>result)
+        if n >= DIRECT_SMALL:
+            self.small_reads = 0
+        else:
+            self.small_reads += 1
+            if self.small_reads >= DIRECT_LEAVE_AFTER:
+                self.direct = False     # back to the ring's recv
+        if not self.paused and not self.closing:
+            self._arm_recv()
 
     cdef _on_eof(self):
         if self.loop._debug:
@@ -682,6 +780,8 @@ cdef class SocketStream:
 
     def set_protocol(self, protocol):
         self.buffered = isinstance(protocol, _BufferedProtocol)
+        if not self.buffered:
+            self.direct = False     # (a poll in flight receives the ring's way)
         # looked up once, as uvloop does: not per chunk (None: missing, and
         # looked up again at the call, to raise as asyncio's call would)
         self.data_received = None if self.buffered else getattr(protocol, 'data_received', None)

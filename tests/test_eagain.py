@@ -158,7 +158,23 @@ class Pump(asyncio.Protocol):
         self.done.set_result(None)
 
 
-async def both_ways(family):
+class BufferedPump(Pump, asyncio.BufferedProtocol):
+    """Pump that receives into a 64 KiB buffer of its own (aioring receives
+    large chunks straight into it: a poll, then recv(), which the injection
+    makes fail with EAGAIN every other time)."""
+
+    def __init__(self, blob):
+        super().__init__(blob)
+        self.buf = memoryview(bytearray(64 * 1024))
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, n):
+        self.data_received(self.buf[:n])
+
+
+async def both_ways(family, protocol=Pump):
     """8 MiB each way at once over a stream connection: what each side saw."""
     loop = asyncio.get_running_loop()
     blob = os.urandom(8 * MiB)
@@ -166,19 +182,19 @@ async def both_ways(family):
     servers = []
     if family == socket.AF_UNIX:
         a, b = socket.socketpair()
-        server_t, server = await loop.connect_accepted_socket(lambda: Pump(blob), a)
-        client_t, client = await loop.connect_accepted_socket(lambda: Pump(blob), b)
+        server_t, server = await loop.connect_accepted_socket(lambda: protocol(blob), a)
+        client_t, client = await loop.connect_accepted_socket(lambda: protocol(blob), b)
     else:
         accepted = loop.create_future()
 
         def factory():
-            p = Pump(blob)
+            p = protocol(blob)
             accepted.set_result(p)
             return p
         srv = await loop.create_server(factory, "127.0.0.1", 0)
         servers.append(srv)
         client_t, client = await loop.create_connection(
-            lambda: Pump(blob), "127.0.0.1", srv.sockets[0].getsockname()[1])
+            lambda: protocol(blob), "127.0.0.1", srv.sockets[0].getsockname()[1])
         server = await accepted
     try:
         await asyncio.wait_for(
@@ -197,19 +213,20 @@ async def _close_when_done(p):
     await p.done
 
 
+@pytest.mark.parametrize("protocol", [Pump, BufferedPump], ids=["Protocol", "BufferedProtocol"])
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_UNIX], ids=["tcp", "unix"])
 @pytest.mark.parametrize("switches", [
     {},
     {"AIORING_RECV_MULTISHOT": "0"},
     {"AIORING_BUFFER_RING": "0"},
 ], ids=["multishot", "single-shot", "no-buffer-ring"])
-def test_stream_transfer_through_eagain(monkeypatch, injected, switches, family):
+def test_stream_transfer_through_eagain(monkeypatch, injected, switches, family, protocol):
     for name, value in switches.items():
         monkeypatch.setenv(name, value)
 
     async def main():
-        mine = await both_ways(family)
-        stock = await on_stock_thread(both_ways, family, timeout=60)
+        mine = await both_ways(family, protocol)
+        stock = await on_stock_thread(both_ways, family, protocol, timeout=60)
         return mine, stock
 
     mine, stock = aioring.run(main())
