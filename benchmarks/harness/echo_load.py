@@ -13,8 +13,10 @@ from .targets import child_env, echo_server_argv
 
 def loadgen_argv(build_dir, endpoint, workload, warmup, window, on_start=None, on_end=None,
                  stall=10.0):
+    # (an HTTP workload has no size: loadgen sends its GET request)
+    size = ["-s", str(workload.size)] if hasattr(workload, "size") else ["--http"]
     argv = [os.path.join(build_dir, "loadgen"), *loadgen_args(endpoint),
-            "-c", str(workload.conns), "-s", str(workload.size),
+            "-c", str(workload.conns), *size,
             "--warmup", str(warmup), "--duration", str(window), "--stall", str(stall)]
     if on_start:
         argv += ["--on-start", on_start]
@@ -28,15 +30,20 @@ def measure_echo(target, workload, settings, ctx):
     raises on a server that does not start or a load generator error."""
     endpoint = new_endpoint(workload.transport, ctx.tmp_dir)
     argv = echo_server_argv(target, workload.kind, endpoint, ctx.build_dir)
+    return measure_with_loadgen(target, argv, endpoint, workload, settings.echo_warmup,
+                                settings.echo_window, ctx)
+
+
+def measure_with_loadgen(target, argv, endpoint, workload, warmup, window, ctx):
+    """The server `argv` listening on `endpoint`, loadgen against it."""
     env = child_env(target, ctx.pythonpath)
     stat_start = os.path.join(ctx.tmp_dir, "stat.start")
     stat_end = os.path.join(ctx.tmp_dir, "stat.end")
     with Server(argv, env=env, log_path=ctx.server_log) as server:
-        client = loadgen_argv(ctx.build_dir, endpoint, workload, settings.echo_warmup,
-                              settings.echo_window,
+        client = loadgen_argv(ctx.build_dir, endpoint, workload, warmup, window,
                               on_start=cputime.save_stat_command(server.pid, stat_start),
                               on_end=cputime.save_stat_command(server.pid, stat_end))
-        rc, out, err = run_client(client, timeout=settings.echo_warmup + settings.echo_window + 60)
+        rc, out, err = run_client(client, timeout=warmup + window + 60)
     result = parse_loadgen(rc, out, err)
     result["cpu_us_per_req"] = cputime.cpu_us_per_request(
         cputime.read_ticks(path=stat_start), cputime.read_ticks(path=stat_end),

@@ -1,6 +1,7 @@
 """One HTTP measurement: a fresh httptools server, wrk against it (a
 warm-up run, then the measured run), the server's CPU time sampled around the
-measured run."""
+measured run; or, for the C client's workload, loadgen's --http mode,
+measured as the echo workloads are."""
 import os
 import re
 import shutil
@@ -8,6 +9,7 @@ import shutil
 from . import cputime
 from .endpoints import new_endpoint
 from .processes import Server, run_client
+from .echo_load import measure_with_loadgen
 from .targets import BENCH_DIR, child_env, http_server_argv
 
 PIPELINE_SCRIPT = os.path.join(BENCH_DIR, "http_pipeline.lua")
@@ -27,6 +29,9 @@ def wrk_argv(url, workload, seconds):
 
 def measure_http(target, workload, settings, ctx):
     endpoint = new_endpoint("tcp", ctx.tmp_dir)
+    if workload.client == "loadgen":
+        return measure_with_loadgen(target, http_server_argv(target, endpoint), endpoint,
+                                    workload, settings.http_warmup, settings.http_window, ctx)
     url = f"http://127.0.0.1:{endpoint[1]}/"
     env = child_env(target, ctx.pythonpath)
     with Server(http_server_argv(target, endpoint), env=env, log_path=ctx.server_log) as server:

@@ -120,7 +120,7 @@ def http_section(results, targets):
         rows.append([entry["workload"]["name"]] +
                     [load_cell(res.get(t), res.get(REFERENCE), None, show_ir=False)
                      for t in py_targets])
-    return ["### HTTP (httptools server, wrk, 100 connections)", "",
+    return ["### HTTP (httptools server, 100 connections; wrk, or loadgen --http for the C client)", "",
             table(["workload"] + py_targets, rows), ""]
 
 
