@@ -11,7 +11,6 @@ counted by strace on a child process."""
 import asyncio
 import json
 import math
-import os
 import re
 import socket
 import subprocess
